@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make run` and `make test`. Each bootstraps .venv on first use;
+# the stamp file makes a second call skip the install unless pyproject.toml or constraints.txt
+# changed.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DVC_NO_ANALYTICS ?= 1
+export MLFLOW_DISABLE_TELEMETRY ?= true
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint format benchmark mlflow-ui clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project (once)
+
+run: $(STAMP) ## run train-tabular on the bundled data (workspace: this directory)
+	$(BIN)/trustflow run $(ARGS)
+
+test: $(STAMP) ## run the whole test suite, as CI does
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP) ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+benchmark: $(STAMP) ## measure pipeline overhead (prints ratios)
+	$(BIN)/python benchmarks/pipeline_overhead.py
+
+mlflow-ui: $(STAMP) ## browse the workspace's runs and models on http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+clean: ## remove the workspace state made by `make run` (keeps .venv)
+	rm -rf mlflow.db mlartifacts .trustflow data/adult.parquet data/adult.parquet.dvc

@@ -1,0 +1,159 @@
+"""The ``trustflow`` command.
+
+People get one line per stage and a summary table; ``--json`` prints exactly one JSON object on
+stdout. Errors are one line on stderr and a non-zero exit (the traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+PIPELINES = ("tabular",)
+STATUS_MARKS = {"running": "[dim]…[/dim]", "done": "[green]✓[/green]", "cached": "[cyan]↺[/cyan]"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trustflow", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a training pipeline")
+    run.add_argument("pipeline", nargs="?", default="tabular", choices=PIPELINES)
+    run.add_argument("--config", help="YAML config file (default: built-in defaults)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set train.seed=7 (repeatable)",
+    )
+    run.add_argument("--workspace", help="workspace directory (default: $TRUSTFLOW_WORKSPACE or .)")
+    run.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    run.add_argument("--debug", action="store_true", help="show Prefect's logs and tracebacks")
+    return parser
+
+
+class _StageDisplay(logging.Handler):
+    """Prints the flow's stage progress (see flows/progress.py) for people."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.INFO)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        status = getattr(record, "status", "")
+        if status == "running":
+            return  # one line per stage, printed when it ends
+        mark = STATUS_MARKS.get(status, "")
+        stage, detail = getattr(record, "stage", ""), getattr(record, "detail", "")
+        cached = " [cyan](cached)[/cyan]" if status == "cached" else ""
+        self.console.print(f" {mark} [bold]{stage:<10}[/bold] {detail}{cached}", highlight=False)
+
+
+def _summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title="train-tabular", title_justify="left")
+    table.add_column("candidate")
+    metrics = list(summary["metrics"])
+    for name in metrics:
+        table.add_column(name, justify="right")
+    for name, values in summary["candidates"].items():
+        best = name == summary["model"]["candidate"]
+        style = "bold green" if best else None
+        table.add_row(
+            name + (" *" if best else ""), *(f"{values[m]:.4f}" for m in metrics), style=style
+        )
+    return table
+
+
+def _print_summary(console: Console, summary: dict[str, Any]) -> None:
+    console.print()
+    console.print(_summary_table(summary))
+    data, model, tracking = summary["dataset"], summary["model"], summary["mlflow"]
+    alias = f" @{model['alias']}" if model["alias"] else ""
+    console.print(
+        f"dataset  {data['name']}  md5 {data['md5']}  {data['rows']:,} rows  ({data['dvc_file']})"
+    )
+    console.print(f"model    {model['name']} v{model['version']}{alias}  ({model['reason']})")
+    console.print(f"mlflow   {tracking['tracking_uri']}  run {tracking['run_id']}")
+
+
+def _quiet_prefect(debug: bool) -> None:
+    """Prefect's console logs are for --debug; people see our stage lines instead. Must run
+    before Prefect is imported."""
+    if not debug:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_FLOW_RUNS_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "CRITICAL")
+
+
+def _fail(err: Console, args: argparse.Namespace, exc: BaseException) -> int:
+    from trustflow.errors import TrustflowError
+
+    known = isinstance(exc, TrustflowError)
+    message = str(exc) if known else f"{type(exc).__name__}: {exc}"
+    if args.debug:
+        traceback.print_exception(exc)
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    if not known and not args.debug:
+        err.print("[dim](run again with --debug for the full traceback)[/dim]")
+    if args.json:
+        print(json.dumps({"state": "FAILED", "error": message, "error_type": type(exc).__name__}))
+    return 1
+
+
+def run_command(args: argparse.Namespace) -> int:
+    err = Console(stderr=True, highlight=False)
+    _quiet_prefect(args.debug)
+    # Imported here: Prefect reads its logging settings at import time.
+    from flows.tabular import run_pipeline
+    from trustflow.config import load_config
+    from trustflow.errors import ConfigError
+    from trustflow.workspace import Workspace
+
+    try:
+        config = load_config(args.config, args.overrides)
+        workspace = Workspace.resolve(args.workspace)
+    except ConfigError as exc:
+        return _fail(err, args, exc)
+
+    progress = logging.getLogger("trustflow.progress")
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
+    if not args.json:
+        progress.addHandler(_StageDisplay(err))
+        err.print(f"[bold]train-tabular[/bold] in {workspace.root}")
+    state = run_pipeline(config, workspace)
+    outcome = state.result(raise_on_failure=False)
+    if not state.is_completed() or isinstance(outcome, BaseException):
+        return _fail(
+            err,
+            args,
+            outcome if isinstance(outcome, BaseException) else RuntimeError(state.message),
+        )
+    summary = outcome.model_dump(mode="json")
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_summary(Console(highlight=False), summary)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return run_command(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Flow ``train-tabular``: ingest -> validate -> version -> split -> preprocess -> train
+candidates -> evaluate -> track & register -> promote."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prefect import flow
+from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+from prefect.states import State
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict
+
+from flows.progress import StageLog
+from tasks import tracking
+from tasks.data import ingest_dataset, split_dataset, validate_dataset, version_dataset
+from tasks.train import EvaluatedCandidate, evaluate, preprocess, train
+from trustflow.config import TabularConfig, lower_is_better
+from trustflow.workspace import Workspace
+
+
+class DatasetSummary(BaseModel):
+    name: str
+    md5: str
+    rows: int
+    path: str
+    dvc_file: str
+    rows_dropped: int
+
+
+class ModelSummary(BaseModel):
+    name: str
+    version: str
+    alias: str | None  # the alias when this version holds it after the run
+    candidate: str
+    promoted: bool
+    new_version: bool
+    reason: str
+
+
+class RunSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: str
+    dataset: DatasetSummary
+    model: ModelSummary
+    metrics: dict[str, float]
+    candidates: dict[str, dict[str, float]]
+    mlflow: dict[str, str]
+    cache: dict[str, bool]  # stage -> served from Prefect's cache
+    workspace: str
+
+
+def pick_best(evaluated: list[EvaluatedCandidate], metric: str) -> EvaluatedCandidate:
+    def score(item: EvaluatedCandidate) -> float:
+        value = float(getattr(item.evaluation.metrics, metric))
+        return -value if lower_is_better(metric) else value  # type: ignore[arg-type]
+
+    return max(evaluated, key=score)
+
+
+DEFAULT_CONFIG = TabularConfig()
+
+
+def _describe_evaluations(metric: str) -> Callable[[list[EvaluatedCandidate]], str]:
+    def describe(items: list[EvaluatedCandidate]) -> str:
+        return ", ".join(
+            f"{e.candidate.name} {metric}={getattr(e.evaluation.metrics, metric):.4f}"
+            for e in items
+        )
+
+    return describe
+
+
+@flow(name="train-tabular", log_prints=False)
+def train_tabular(
+    config: TabularConfig = DEFAULT_CONFIG, workspace: str | None = None
+) -> RunSummary:
+    """Train the configured candidates on a versioned data set and promote the best one."""
+    ws = Workspace.resolve(workspace)
+    schema = config.data.dataset
+    stages = StageLog()
+
+    staged, origin = stages.run(
+        "ingest",
+        ingest_dataset,
+        config.data,
+        ws,
+        detail=lambda r: f"{r[0].rows:,} rows from {r[1]}",
+    )
+    validated = stages.run(
+        "validate",
+        validate_dataset,
+        staged,
+        origin,
+        config.data,
+        ws,
+        detail=lambda v: (
+            f"{v.report.rows_out:,} rows kept, {v.report.rows_dropped:,} dropped "
+            f"(missing: {v.report.missing_policy})"
+        ),
+    )
+    lineage = stages.run(
+        "version",
+        version_dataset,
+        validated,
+        config.data.remote_url,
+        ws,
+        detail=lambda lin: f"md5 {lin.data.md5[:12]} -> {lin.remote}",
+    )
+    splits = stages.run(
+        "split",
+        split_dataset,
+        lineage.data,
+        config.split,
+        schema.target.column,
+        ws,
+        detail=lambda s: f"train/valid/test {s.train.rows:,}/{s.valid.rows:,}/{s.test.rows:,}",
+    )
+    preprocessor = stages.run(
+        "preprocess", preprocess, splits.train, schema, ws, detail=lambda _: "fitted on train"
+    )
+    trained = stages.gather(
+        "train",
+        [
+            train.submit(splits.train, preprocessor, candidate, schema, config.train.seed, ws)
+            for candidate in config.train.candidates
+        ],
+        detail=lambda items: ", ".join(f"{t.name} {t.fit_seconds:.1f}s" for t in items),
+    )
+    metric = config.registry.metric
+    evaluated = stages.gather(
+        "evaluate",
+        [evaluate.submit(candidate, splits.test, schema, ws) for candidate in trained],
+        detail=_describe_evaluations(metric),
+    )
+    best = pick_best(evaluated, metric)
+
+    tracking_uri = tracking.configure(ws)
+    run = tracking.start_pipeline_run(
+        config,
+        ws,
+        run_name=f"{schema.name}-{lineage.data.md5[:8]}",
+        tags={"trustflow.pipeline": "train-tabular", "trustflow.data.md5": lineage.data.md5},
+    )
+    try:
+        run = stages.run(
+            "track",
+            tracking.track_pipeline,
+            run,
+            config,
+            validated,
+            lineage,
+            evaluated,
+            splits.test,
+            detail=lambda r: f"run {r.run_id}",
+        )
+        version, new_version = stages.run(
+            "register",
+            tracking.register_best,
+            run,
+            best,
+            lineage.data,
+            config.registry,
+            detail=lambda r: (
+                f"{config.registry.model_name} v{r[0]}" + ("" if r[1] else " (unchanged)")
+            ),
+        )
+        promotion = stages.run(
+            "promote",
+            tracking.promote,
+            version,
+            new_version,
+            best,
+            config.registry,
+            schema,
+            splits.test,
+            detail=lambda p: p.reason,
+        )
+        tracking.record_outcome(run.run_id, promotion)
+    except BaseException:
+        tracking.end_pipeline_run(run.run_id, ok=False)
+        raise
+    tracking.end_pipeline_run(run.run_id, ok=True)
+
+    return RunSummary(
+        state="COMPLETED",
+        dataset=DatasetSummary(
+            name=schema.name,
+            md5=lineage.data.md5,
+            rows=lineage.data.rows,
+            path=str(lineage.data.path),
+            dvc_file=lineage.dvc_file,
+            rows_dropped=validated.report.rows_dropped,
+        ),
+        model=ModelSummary(
+            name=promotion.name,
+            version=promotion.version,
+            alias=promotion.alias if promotion.promoted else None,
+            candidate=best.candidate.name,
+            promoted=promotion.promoted,
+            new_version=promotion.new_version,
+            reason=promotion.reason,
+        ),
+        metrics=best.evaluation.metrics.model_dump(),
+        candidates={e.candidate.name: e.evaluation.metrics.model_dump() for e in evaluated},
+        mlflow={
+            "tracking_uri": tracking_uri,
+            "run_id": run.run_id,
+            "experiment_id": run.experiment_id,
+        },
+        cache=stages.cached,
+        workspace=str(ws.root),
+    )
+
+
+def run_pipeline(config: TabularConfig, workspace: Workspace) -> State[Any]:
+    """Run ``train-tabular`` with Prefect's results kept inside the workspace; returns the final
+    state (check ``state.is_completed()``; ``state.result(raise_on_failure=False)`` gives the
+    summary or the error)."""
+    runner: Any = ThreadPoolTaskRunner(max_workers=config.train.runner.max_workers)
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: workspace.results_dir}):
+        return train_tabular.with_options(task_runner=runner)(
+            config=config, workspace=str(workspace.root), return_state=True
+        )

@@ -1,0 +1,255 @@
+"""Typed configuration: frozen pydantic models, YAML in ``configs/``, ``--set a.b=1`` overrides.
+
+The defaults of :class:`TabularConfig` are the bundled UCI Adult pipeline, so ``TabularConfig()``
+runs with no file at all. ``configs/tabular.yaml`` is the same tree written out (a test keeps them
+equal) and the starting point to copy for another data set.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trustflow.errors import ConfigError
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NumericColumn(Frozen):
+    kind: Literal["numeric"] = "numeric"
+    # Public bounds (never derived from the data): differential privacy clips to them.
+    bounds: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _ordered_bounds(self) -> NumericColumn:
+        if self.bounds is not None and self.bounds[0] >= self.bounds[1]:
+            raise ValueError(
+                f"bounds {list(self.bounds)} must be [lower, upper] with lower < upper"
+            )
+        return self
+
+
+class CategoricalColumn(Frozen):
+    kind: Literal["categorical"] = "categorical"
+    categories: tuple[str, ...] = Field(min_length=1)
+
+
+Column = Annotated[NumericColumn | CategoricalColumn, Field(discriminator="kind")]
+
+
+class TargetSpec(Frozen):
+    column: str
+    positive: str  # the label value counted as the positive class
+
+
+class DatasetSchema(Frozen):
+    """The contract the rest of the pipeline relies on."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    columns: dict[str, Column]
+    target: TargetSpec
+    sensitive_features: tuple[str, ...] = ()
+    missing_values: tuple[str, ...] = ("?", "")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSchema:
+        target = self.columns.get(self.target.column)
+        if not isinstance(target, CategoricalColumn):
+            raise ValueError(f"target '{self.target.column}' must be a categorical column")
+        if len(target.categories) != 2 or self.target.positive not in target.categories:
+            raise ValueError(
+                f"target '{self.target.column}' needs exactly two categories including "
+                f"positive '{self.target.positive}', got {list(target.categories)}"
+            )
+        for feature in self.sensitive_features:
+            if feature not in self.columns:
+                raise ValueError(f"sensitive feature '{feature}' is not a column of the schema")
+        return self
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [c for c in self.columns if c != self.target.column]
+
+    @property
+    def numeric_features(self) -> list[str]:
+        return [c for c in self.feature_columns if isinstance(self.columns[c], NumericColumn)]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [c for c in self.feature_columns if isinstance(self.columns[c], CategoricalColumn)]
+
+
+def load_schema(reference: str) -> DatasetSchema:
+    """``bundled:<name>`` for a schema shipped with a bundled data set, otherwise a YAML path."""
+    if reference.startswith("bundled:"):
+        name = reference.removeprefix("bundled:")
+        resource = resources.files("trustflow.datasets").joinpath(name, "schema.yaml")
+        if not resource.is_file():
+            raise ConfigError(
+                f"no bundled data set named '{name}' (schema reference '{reference}')"
+            )
+        text = resource.read_text(encoding="utf-8")
+    else:
+        path = Path(reference)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read schema file {path}: {exc.strerror}") from exc
+    try:
+        return DatasetSchema.model_validate(yaml.safe_load(text))
+    except ValidationError as exc:
+        raise ConfigError(f"schema {reference}: {_first_error(exc)}") from exc
+
+
+class DataConfig(Frozen):
+    # bundled:adult | csv:<path> | parquet:<path> | openml:<name-or-id>
+    source: str = "bundled:adult"
+    # A schema inline, or a reference: bundled:<name> or a YAML path.
+    dataset: DatasetSchema = Field(default_factory=lambda: load_schema("bundled:adult"))
+    # Rows with a missing feature value: drop them, or keep them for the model's imputer.
+    missing: Literal["drop", "impute"] = "drop"
+    # Any DVC remote URL; empty means a local remote inside the workspace.
+    remote_url: str | None = None
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _resolve_reference(cls, value: Any) -> Any:
+        return load_schema(value) if isinstance(value, str) else value
+
+
+class SplitConfig(Frozen):
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    valid_size: float = Field(default=0.1, ge=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _room_to_train(self) -> SplitConfig:
+        if self.test_size + self.valid_size >= 0.9:
+            raise ValueError("test_size + valid_size must leave at least 10% of rows to train on")
+        return self
+
+
+class CandidateConfig(Frozen):
+    name: str = Field(pattern=r"^[a-z0-9_-]+$")
+    kind: Literal["logistic_regression", "hist_gradient_boosting"]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunnerConfig(Frozen):
+    # Prefect task runner for the concurrent candidates.
+    kind: Literal["thread"] = "thread"
+    max_workers: int = Field(default=2, ge=1)
+
+
+def _default_candidates() -> tuple[CandidateConfig, ...]:
+    return (
+        CandidateConfig(name="logreg", kind="logistic_regression", params={"C": 1.0}),
+        CandidateConfig(
+            name="hgb",
+            kind="hist_gradient_boosting",
+            params={"learning_rate": 0.1, "max_iter": 200, "max_leaf_nodes": 31},
+        ),
+    )
+
+
+class TrainConfig(Frozen):
+    candidates: tuple[CandidateConfig, ...] = Field(
+        default_factory=_default_candidates, min_length=1
+    )
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> TrainConfig:
+        names = [c.name for c in self.candidates]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"candidate names must be unique, repeated: {duplicated}")
+        return self
+
+
+Metric = Literal["roc_auc", "accuracy", "f1", "log_loss"]
+
+
+class RegistryConfig(Frozen):
+    model_name: str = "adult-income"
+    alias: str = "champion"
+    metric: Metric = "roc_auc"
+    # A challenger must beat the champion by more than this to take the alias.
+    min_improvement: float = Field(default=0.0, ge=0)
+
+
+class TrackingConfig(Frozen):
+    experiment: str = "train-tabular"
+
+
+class TabularConfig(Frozen):
+    data: DataConfig = Field(default_factory=DataConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+def lower_is_better(metric: Metric) -> bool:
+    return metric == "log_loss"
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else err["msg"]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value); the value is read as YAML (numbers, lists, null)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got '{text}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value '{raw}' is not valid YAML") from exc
+    return key.strip().split("."), value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = tree
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {'.'.join(path)}: '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return tree
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> TabularConfig:
+    """Read a YAML config (or the defaults), apply ``--set`` overrides, validate."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        tree = loaded or {}
+    tree = apply_overrides(tree, overrides or [])
+    try:
+        return TabularConfig.model_validate(tree)
+    except ValidationError as exc:
+        origin = f"config {path}" if path else "config"
+        raise ConfigError(f"{origin}: {_first_error(exc)}") from exc

@@ -1,0 +1,106 @@
+"""Schema check: the data either meets the dataset schema or is refused with a precise error."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from trustflow.config import CategoricalColumn, DatasetSchema
+from trustflow.errors import DataValidationError
+
+
+class ValidationReport(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rows_in: int
+    rows_out: int
+    missing_policy: Literal["drop", "impute"]
+    rows_with_missing: int  # rows with at least one missing feature value
+    rows_dropped: int
+    missing_by_column: dict[str, int]
+
+
+def _first(mask: pd.Series, values: pd.Series) -> tuple[int, object]:
+    position = int(mask.to_numpy().argmax())
+    return position + 1, values.iloc[position]
+
+
+def validate_frame(
+    frame: pd.DataFrame,
+    schema: DatasetSchema,
+    missing: Literal["drop", "impute"],
+    origin: str,
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Check ``frame`` against ``schema``; return typed columns in schema order and a report.
+
+    Row numbers in messages count data rows from 1 (the header is not a row).
+    """
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise DataValidationError(f"{origin}: no data rows")
+
+    names = [str(c) for c in frame.columns]
+    as_text = frame.astype("string").apply(lambda col: col.str.strip())
+    header_rows = as_text.eq(pd.Series(names, index=frame.columns)).all(axis=1)
+    if header_rows.any():
+        row = int(header_rows.to_numpy().argmax()) + 1
+        raise DataValidationError(f"{origin}: row {row} repeats the header row")
+
+    missing_cols = [c for c in schema.columns if c not in frame.columns]
+    if missing_cols:
+        raise DataValidationError(f"{origin}: missing column(s) {missing_cols}")
+    extra_cols = [c for c in names if c not in schema.columns]
+    if extra_cols:
+        raise DataValidationError(f"{origin}: unexpected column(s) {extra_cols} not in the schema")
+
+    typed: dict[str, pd.Series] = {}
+    for name, spec in schema.columns.items():
+        text = as_text[name]
+        absent = text.isna() | text.isin(list(schema.missing_values))
+        if absent.all():
+            raise DataValidationError(f"{origin}: column '{name}' has no values (all null)")
+        if isinstance(spec, CategoricalColumn):
+            unknown = ~absent & ~text.isin(list(spec.categories))
+            if unknown.any():
+                row, value = _first(unknown, text)
+                raise DataValidationError(
+                    f"{origin}: column '{name}' has unknown category '{value}' (row {row}); "
+                    f"allowed: {', '.join(spec.categories)}"
+                )
+            typed[name] = text.where(~absent).astype(object)
+        else:
+            numbers = pd.to_numeric(text.where(~absent), errors="coerce")
+            wrong = ~absent & numbers.isna()
+            if wrong.any():
+                row, value = _first(wrong, text)
+                raise DataValidationError(
+                    f"{origin}: column '{name}' expects numbers, found '{value}' (row {row})"
+                )
+            typed[name] = numbers.astype("float64")
+    clean = pd.DataFrame(typed)
+
+    target = schema.target.column
+    classes = sorted(clean[target].dropna().unique())
+    if len(classes) != 2:
+        raise DataValidationError(
+            f"{origin}: target '{target}' has {len(classes)} class(es) {classes}; expected 2"
+        )
+
+    features = clean[schema.feature_columns]
+    missing_by_column = {c: int(n) for c, n in features.isna().sum().items() if n}
+    incomplete = features.isna().any(axis=1)
+    # A row without a label is useless for training whatever the policy.
+    drop = clean[target].isna() | (incomplete if missing == "drop" else False)
+    clean = clean.loc[~drop].reset_index(drop=True)
+    if clean.empty:
+        raise DataValidationError(f"{origin}: no rows left after dropping rows with missing values")
+    report = ValidationReport(
+        rows_in=len(frame),
+        rows_out=len(clean),
+        missing_policy=missing,
+        rows_with_missing=int(incomplete.sum()),
+        rows_dropped=int(drop.sum()),
+        missing_by_column=missing_by_column,
+    )
+    return clean, report

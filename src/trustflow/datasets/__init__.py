@@ -1,0 +1,1 @@
+"""Data sets shipped with trustflow (package data)."""

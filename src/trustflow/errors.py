@@ -1,0 +1,17 @@
+"""Typed, user-facing errors. Each message names the file, column, value or threshold at fault."""
+
+
+class TrustflowError(Exception):
+    """Base class: the CLI prints the message as one line and exits non-zero."""
+
+
+class ConfigError(TrustflowError):
+    """The configuration is invalid (unknown key, bad value, unreadable file)."""
+
+
+class DataSourceError(TrustflowError):
+    """A data source could not be read (unknown scheme, missing file, download failed)."""
+
+
+class DataValidationError(TrustflowError):
+    """The data breaks the dataset schema (missing column, unknown category, ...)."""

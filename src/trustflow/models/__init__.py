@@ -1,0 +1,1 @@
+"""Models: the preprocessing transformer and the candidate classifiers."""

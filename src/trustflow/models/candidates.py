@@ -1,0 +1,40 @@
+"""Candidate classifiers. Each trained candidate is a whole Pipeline (preprocess + model), so it
+scores the records a client sends and converts to ONNX as one graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import ClassifierMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from trustflow.config import CandidateConfig
+from trustflow.errors import ConfigError
+
+
+def make_estimator(cfg: CandidateConfig, seed: int) -> ClassifierMixin:
+    try:
+        if cfg.kind == "logistic_regression":
+            return LogisticRegression(**{"max_iter": 2000, **cfg.params, "random_state": seed})
+        return HistGradientBoostingClassifier(**{**cfg.params, "random_state": seed})
+    except TypeError as exc:  # an unknown keyword in params
+        raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}): {exc}") from exc
+
+
+def train_candidate(
+    preprocessor: ColumnTransformer,
+    features: pd.DataFrame,
+    target: np.ndarray,
+    cfg: CandidateConfig,
+    seed: int,
+) -> Pipeline:
+    """Fit the classifier on the already-fitted preprocessor's output and join the two."""
+    estimator = make_estimator(cfg, seed)
+    try:
+        estimator.fit(preprocessor.transform(features), target)
+    except ValueError as exc:  # sklearn rejects invalid hyper-parameter values at fit time
+        raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}): {exc}") from exc
+    return Pipeline([("preprocess", preprocessor), ("model", estimator)])

@@ -1,0 +1,54 @@
+"""The preprocessing stage: a fitted scikit-learn ColumnTransformer built from the schema.
+
+Categories come from the public schema, not from the rows, so the encoding is identical for every
+data version and unseen values at serving time are ignored rather than fatal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from trustflow.config import CategoricalColumn, DatasetSchema
+
+
+def build_preprocessor(schema: DatasetSchema) -> ColumnTransformer:
+    categories = [
+        list(spec.categories)
+        for name in schema.categorical_features
+        if isinstance(spec := schema.columns[name], CategoricalColumn)
+    ]
+    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+    categorical = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="most_frequent")),
+            (
+                "onehot",
+                OneHotEncoder(categories=categories, handle_unknown="ignore", sparse_output=False),
+            ),
+        ]
+    )
+    return ColumnTransformer(
+        [
+            ("numeric", numeric, schema.numeric_features),
+            ("categorical", categorical, schema.categorical_features),
+        ],
+        verbose_feature_names_out=False,
+    )
+
+
+def features_and_target(
+    frame: pd.DataFrame, schema: DatasetSchema
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Feature columns in schema order and the 0/1 target (1 = the positive label)."""
+    target = (frame[schema.target.column] == schema.target.positive).to_numpy(dtype=np.int64)
+    return frame[schema.feature_columns], target
+
+
+def fit_preprocessor(train: pd.DataFrame, schema: DatasetSchema) -> ColumnTransformer:
+    features, _ = features_and_target(train, schema)
+    return build_preprocessor(schema).fit(features)

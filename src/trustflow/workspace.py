@@ -1,0 +1,57 @@
+"""Where a pipeline keeps its state. One directory holds the versioned data, the MLflow store,
+stage artifacts and Prefect's cached results, so two workspaces never share state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Workspace(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    root: Path
+
+    @classmethod
+    def resolve(cls, directory: str | Path | None = None) -> Workspace:
+        """``directory``, else ``$TRUSTFLOW_WORKSPACE``, else the current directory."""
+        chosen = directory or os.environ.get("TRUSTFLOW_WORKSPACE") or Path.cwd()
+        return cls(root=Path(chosen).expanduser().resolve())
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"  # DVC-tracked data sets
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".trustflow"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.state_dir / "staging"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.state_dir / "artifacts"  # content-addressed stage outputs
+
+    @property
+    def results_dir(self) -> Path:
+        return self.state_dir / "prefect-results"
+
+    @property
+    def default_remote(self) -> Path:
+        return self.state_dir / "dvc-remote"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    def tracking_uri(self) -> str:
+        """``$MLFLOW_TRACKING_URI`` when set, else SQLite inside the workspace."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_db}"

@@ -1,0 +1,141 @@
+"""Data tasks: ingest -> validate -> version (DVC) -> split.
+
+Ingest, validate and version read a source that can change under the same name, so they always
+run (about a second on Adult). Everything after them is cached on the content md5 they produce.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+import yaml
+from prefect import task
+from pydantic import BaseModel, ConfigDict
+
+from tasks.caching import CONTENT_CACHE
+from trustflow.config import DataConfig, SplitConfig
+from trustflow.data.sources import load_source
+from trustflow.data.split import split_frame
+from trustflow.data.validate import ValidationReport, validate_frame
+from trustflow.errors import DataSourceError
+from trustflow.io import file_digest, read_frame, write_frame, write_frame_addressed
+from trustflow.refs import DataRef, SplitRefs
+from trustflow.workspace import Workspace
+
+
+class ValidatedData(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: DataRef
+    report: ValidationReport
+    origin: str
+
+
+class Lineage(BaseModel):
+    """Where a data version lives: enough to `dvc pull` it back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: DataRef
+    dvc_file: str  # relative to the workspace
+    remote: str
+    git_revision: str | None  # HEAD of the workspace's git repository, if it is one
+    origin: str
+
+
+@task(name="ingest")
+def ingest_dataset(cfg: DataConfig, ws: Workspace) -> tuple[DataRef, str]:
+    """Read the source as it is now into a staging file inside the workspace."""
+    loaded = load_source(cfg.source, cache_dir=ws.state_dir / "openml")
+    staged = write_frame_addressed(loaded.frame, ws.staging_dir, cfg.dataset.name)
+    return staged, loaded.origin
+
+
+@task(name="validate")
+def validate_dataset(staged: DataRef, origin: str, cfg: DataConfig, ws: Workspace) -> ValidatedData:
+    """Schema check; only data that passes reaches ``data/<name>.parquet``. The staging file is
+    removed either way, so a refused data set leaves nothing behind."""
+    try:
+        clean, report = validate_frame(read_frame(staged), cfg.dataset, cfg.missing, origin)
+        data = write_frame(clean, ws.data_dir / f"{cfg.dataset.name}.parquet")
+    finally:
+        staged.path.unlink(missing_ok=True)
+    return ValidatedData(data=data, report=report, origin=origin)
+
+
+def _git_toplevel(path: Path) -> Path | None:
+    done = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True, text=True
+    )
+    return Path(done.stdout.strip()).resolve() if done.returncode == 0 else None
+
+
+def _git_revision(path: Path) -> str | None:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def open_dvc_repo(root: Path):  # -> dvc.repo.Repo (imported lazily: DVC is slow to import)
+    """Open the workspace's DVC repository, creating it on first use."""
+    from dvc.repo import Repo
+
+    logging.getLogger("dvc").setLevel(logging.WARNING)  # "Initialized DVC repository." etc.
+    if not (root / ".dvc").is_dir():
+        toplevel = _git_toplevel(root)
+        Repo.init(
+            str(root),
+            no_scm=toplevel is None,
+            subdir=toplevel is not None and toplevel != root,
+        )
+    return Repo(str(root))
+
+
+def ensure_remote(repo, url: str) -> str:
+    """Make ``url`` the default remote unless the repository already names one."""
+    with repo.config.edit("local") as local:
+        configured = repo.config["core"].get("remote")
+        if configured:
+            return str(repo.config["remote"][configured]["url"])
+        local["remote"]["workspace"] = {"url": url}
+        local["core"]["remote"] = "workspace"
+    return url
+
+
+@task(name="version")
+def version_dataset(validated: ValidatedData, remote_url: str | None, ws: Workspace) -> Lineage:
+    """``dvc add`` the validated data and push it to the remote; idempotent for unchanged data."""
+    data = validated.data
+    repo = open_dvc_repo(ws.root)
+    try:
+        remote = ensure_remote(repo, remote_url or str(ws.default_remote))
+        target = str(data.path)  # absolute: DVC resolves relative paths against the cwd
+        repo.add(target)
+        repo.push(targets=[target])
+    finally:
+        repo.close()
+    dvc_file = data.path.with_name(data.path.name + ".dvc")
+    recorded = yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
+    if recorded != data.md5 or file_digest(data.path) != data.md5:
+        raise DataSourceError(
+            f"{data.path} changed while it was being versioned (expected md5 {data.md5})"
+        )
+    return Lineage(
+        data=data,
+        dvc_file=str(dvc_file.relative_to(ws.root)),
+        remote=remote,
+        git_revision=_git_revision(ws.root),
+        origin=validated.origin,
+    )
+
+
+@task(name="split", cache_policy=CONTENT_CACHE, persist_result=True)
+def split_dataset(data: DataRef, cfg: SplitConfig, target: str, ws: Workspace) -> SplitRefs:
+    splits = split_frame(read_frame(data), target, cfg)
+    out = ws.artifacts_dir / "splits"
+    return SplitRefs(
+        train=write_frame_addressed(splits.train, out, "train"),
+        valid=write_frame_addressed(splits.valid, out, "valid"),
+        test=write_frame_addressed(splits.test, out, "test"),
+    )

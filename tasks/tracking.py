@@ -1,0 +1,341 @@
+"""The one module that talks to MLflow: runs, metrics, artifacts, models, the registry.
+
+A pipeline run is one MLflow run with a nested run per candidate. Models are logged once per
+content hash: a re-run with unchanged inputs links to the model logged before instead of
+logging a duplicate, and registers no new version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import sklearn
+from mlflow.data.pandas_dataset import from_pandas
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from prefect import task
+from pydantic import BaseModel, ConfigDict
+
+from tasks.data import Lineage, ValidatedData
+from tasks.train import EvaluatedCandidate
+from trustflow.config import DatasetSchema, RegistryConfig, TabularConfig, lower_is_better
+from trustflow.evaluate import evaluate_model
+from trustflow.io import load_artifact, read_frame
+from trustflow.models.preprocess import features_and_target
+from trustflow.refs import DataRef
+from trustflow.workspace import Workspace
+
+SHA_TAG = "trustflow.model_sha256"
+# MLflow saves scikit-learn models with skops (no pickle). Beyond its defaults, our pipelines hold
+# these two types: the encoder's output dtype and the boosted trees. We trained the models in this
+# run, so they are trusted by construction; anything else stays refused.
+SKOPS_TRUSTED_TYPES = [
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+]
+# Declared rather than inferred: inference imports the model in a subprocess (seconds per model).
+MODEL_REQUIREMENTS = [
+    f"scikit-learn=={sklearn.__version__}",
+    f"pandas=={pd.__version__}",
+    f"numpy=={np.__version__}",
+]
+
+
+class TrackedRun(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str
+    experiment_id: str
+    candidate_runs: dict[str, str]
+    model_uris: dict[str, str]
+
+
+class Promotion(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    version: str
+    new_version: bool  # False when an identical model was registered before
+    promoted: bool  # the alias points at ``version`` after this run
+    alias: str
+    previous_champion: str | None
+    challenger_score: float
+    champion_score: float | None
+    reason: str
+
+
+def configure(ws: Workspace) -> str:
+    """Point MLflow at the workspace store (or $MLFLOW_TRACKING_URI) and quiet its loggers."""
+    for name in ("alembic", "mlflow"):  # schema migrations and "Created version" chatter
+        logging.getLogger(name).setLevel(logging.WARNING)
+    uri = ws.tracking_uri()
+    user_choice = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI; undo that so the environment keeps
+    # meaning "the user's override" and a later workspace in this process gets its own store.
+    if user_choice is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    return uri
+
+
+def _experiment_id(name: str, ws: Workspace) -> str:
+    client = MlflowClient()
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    # With a local store, artifacts live in the workspace too (MLflow's default is ./mlruns
+    # relative to wherever the process started). A tracking server decides for itself.
+    remote = mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks"))
+    location = None if remote else (ws.mlflow_artifacts / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created concurrently by another run
+        return client.get_experiment_by_name(name).experiment_id  # type: ignore[union-attr]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def start_pipeline_run(
+    config: TabularConfig, ws: Workspace, run_name: str, tags: dict[str, str]
+) -> TrackedRun:
+    experiment_id = _experiment_id(config.tracking.experiment, ws)
+    run = MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags)
+    return TrackedRun(
+        run_id=run.info.run_id, experiment_id=experiment_id, candidate_runs={}, model_uris={}
+    )
+
+
+def end_pipeline_run(run_id: str, ok: bool) -> None:
+    MlflowClient().set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def _find_logged_model(experiment_id: str, sha256: str) -> str | None:
+    found = mlflow.search_logged_models(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.`{SHA_TAG}` = '{sha256}'",
+        max_results=1,
+        output_format="list",
+    )
+    return found[0].model_uri if found else None
+
+
+@task(name="track")
+def track_pipeline(
+    run: TrackedRun,
+    config: TabularConfig,
+    validated: ValidatedData,
+    lineage: Lineage,
+    evaluated: list[EvaluatedCandidate],
+    test: DataRef,
+) -> TrackedRun:
+    """Log the whole run: config, lineage, data checks, and per candidate its params, metrics,
+    figures and model (with signature and input example)."""
+    schema = config.data.dataset
+    data = lineage.data
+    features, _ = features_and_target(read_frame(test), schema)
+    example = features.head(5)
+    with mlflow.start_run(run_id=run.run_id):
+        params = _flatten(config.model_dump(mode="json", exclude={"data": {"dataset"}}))
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_dict(config.model_dump(mode="json"), "config.yaml")
+        mlflow.log_dict(lineage.model_dump(mode="json"), "lineage.json")
+        mlflow.set_tags(
+            {
+                "trustflow.data.md5": data.md5,
+                "trustflow.data.path": str(data.path),
+                "trustflow.data.dvc_file": lineage.dvc_file,
+                "trustflow.data.remote": lineage.remote,
+                "trustflow.data.git_revision": lineage.git_revision or "none",
+                "trustflow.data.origin": lineage.origin,
+            }
+        )
+        report = validated.report
+        mlflow.log_metrics(
+            {
+                "data.rows_in": report.rows_in,
+                "data.rows": report.rows_out,
+                "data.rows_dropped": report.rows_dropped,
+                "data.rows_with_missing": report.rows_with_missing,
+            }
+        )
+        with warnings.catch_warnings():
+            # MLflow registers two equivalent classes for a local path and warns that it chose.
+            warnings.filterwarnings("ignore", message="The specified dataset source")
+            dataset = from_pandas(
+                read_frame(data),
+                source=str(data.path),
+                targets=schema.target.column,
+                name=schema.name,
+                digest=data.md5[:8],
+            )
+        mlflow.log_input(dataset, context="training")
+        candidate_runs: dict[str, str] = {}
+        model_uris: dict[str, str] = {}
+        for item in evaluated:
+            candidate = item.candidate
+            with mlflow.start_run(
+                experiment_id=run.experiment_id, run_name=candidate.name, nested=True
+            ) as child:
+                mlflow.log_params({"kind": candidate.config.kind, **candidate.config.params})
+                mlflow.log_metrics(
+                    {**item.evaluation.metrics.model_dump(), "fit_seconds": candidate.fit_seconds}
+                )
+                mlflow.log_artifact(str(item.roc_png.path), "plots")
+                mlflow.log_artifact(str(item.confusion_png.path), "plots")
+                mlflow.set_tags({SHA_TAG: candidate.model.sha256, "trustflow.data.md5": data.md5})
+                uri = _find_logged_model(run.experiment_id, candidate.model.sha256)
+                if uri is None:
+                    model = load_artifact(candidate.model)
+                    info = mlflow.sklearn.log_model(
+                        model,
+                        name=candidate.name,
+                        signature=infer_signature(example, model.predict(example)),
+                        input_example=example,
+                        pip_requirements=MODEL_REQUIREMENTS,
+                        tags={SHA_TAG: candidate.model.sha256},
+                        skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                    )
+                    uri = info.model_uri
+                else:
+                    mlflow.set_tag("trustflow.model_reused", uri)
+                candidate_runs[candidate.name] = child.info.run_id
+                model_uris[candidate.name] = uri
+    return run.model_copy(update={"candidate_runs": candidate_runs, "model_uris": model_uris})
+
+
+def _champion_score(
+    name: str, alias: str, registry: RegistryConfig, schema: DatasetSchema, test: DataRef
+) -> float | None:
+    """Score the current champion on *this* test split, so the comparison is like for like."""
+    features, target = features_and_target(read_frame(test), schema)
+    try:
+        champion = mlflow.sklearn.load_model(f"models:/{name}@{alias}")
+        metrics = evaluate_model(champion, features, target).metrics
+        return float(getattr(metrics, registry.metric))
+    except Exception:  # a champion this code cannot load or score (other schema, other flavour)
+        version = MlflowClient().get_model_version_by_alias(name, alias)
+        recorded = version.tags.get(f"trustflow.metric.{registry.metric}")
+        return float(recorded) if recorded is not None else None
+
+
+@task(name="register")
+def register_best(
+    run: TrackedRun,
+    best: EvaluatedCandidate,
+    data: DataRef,
+    registry: RegistryConfig,
+) -> tuple[str, bool]:
+    """Register the best candidate as a version of ``registry.model_name``; an identical model
+    (same sha256) already registered is reused instead of duplicated."""
+    client = MlflowClient()
+    name, sha = registry.model_name, best.candidate.model.sha256
+    existing: list[Any]
+    try:
+        existing = list(client.search_model_versions(f"name='{name}' and tags.`{SHA_TAG}`='{sha}'"))
+    except MlflowException:  # the registered model does not exist yet
+        existing = []
+    if existing:
+        return str(existing[0].version), False
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    model_uri = run.model_uris[best.candidate.name]
+    metrics = best.evaluation.metrics.model_dump()
+    version = client.create_model_version(
+        name,
+        source=model_uri,
+        run_id=run.candidate_runs[best.candidate.name],
+        model_id=model_uri.removeprefix("models:/"),
+        tags={
+            SHA_TAG: sha,
+            "trustflow.candidate": best.candidate.name,
+            "trustflow.run_id": run.run_id,
+            "trustflow.data.md5": data.md5,
+            **{f"trustflow.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
+        },
+    )
+    return str(version.version), True
+
+
+@task(name="promote")
+def promote(
+    version: str,
+    new_version: bool,
+    best: EvaluatedCandidate,
+    registry: RegistryConfig,
+    schema: DatasetSchema,
+    test: DataRef,
+) -> Promotion:
+    """Move the alias to ``version`` only if it beats the champion on the configured metric."""
+    client = MlflowClient()
+    name, alias = registry.model_name, registry.alias
+    score = float(getattr(best.evaluation.metrics, registry.metric))
+    try:
+        previous: str | None = str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        previous = None
+
+    def decided(promoted: bool, champion_score: float | None, reason: str) -> Promotion:
+        if promoted:
+            client.set_registered_model_alias(name, alias, version)
+        return Promotion(
+            name=name,
+            version=version,
+            new_version=new_version,
+            promoted=promoted or previous == version,
+            alias=alias,
+            previous_champion=previous,
+            challenger_score=score,
+            champion_score=champion_score,
+            reason=reason,
+        )
+
+    if previous is None:
+        return decided(True, None, f"first {alias}")
+    if previous == version:
+        return decided(False, score, f"version {version} is already {alias}")
+    champion = _champion_score(name, alias, registry, schema, test)
+    if champion is None:
+        return decided(True, None, f"{alias} v{previous} has no comparable {registry.metric}")
+    gain = champion - score if lower_is_better(registry.metric) else score - champion
+    if gain > registry.min_improvement:
+        return decided(
+            True, champion, f"{registry.metric} {score:.4f} beats v{previous}'s {champion:.4f}"
+        )
+    return decided(
+        False,
+        champion,
+        f"{registry.metric} {score:.4f} does not beat v{previous}'s {champion:.4f}; "
+        f"{alias} stays on v{previous}",
+    )
+
+
+def record_outcome(run_id: str, promotion: Promotion) -> None:
+    client = MlflowClient()
+    client.set_tag(run_id, "trustflow.model.version", promotion.version)
+    client.set_tag(run_id, "trustflow.model.promoted", str(promotion.promoted).lower())
+    client.set_tag(run_id, "trustflow.model.reason", promotion.reason)
+    client.set_tag(
+        run_id,
+        "mlflow.note.content",
+        f"Registered {promotion.name} v{promotion.version}: {promotion.reason}",
+    )
+    client.log_dict(run_id, promotion.model_dump(mode="json"), "promotion.json")

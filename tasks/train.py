@@ -1,0 +1,99 @@
+"""Model tasks: fit the preprocessor, train candidates, evaluate them. All cached on content."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import task
+from pydantic import BaseModel, ConfigDict
+
+from tasks.caching import CONTENT_CACHE
+from trustflow.config import CandidateConfig, DatasetSchema
+from trustflow.evaluate import Evaluation, confusion_figure, evaluate_model, roc_figure
+from trustflow.io import dump_addressed, load_artifact, read_frame, write_addressed
+from trustflow.models.candidates import train_candidate
+from trustflow.models.preprocess import features_and_target, fit_preprocessor
+from trustflow.refs import ArtifactRef, DataRef
+from trustflow.workspace import Workspace
+
+
+class TrainedCandidate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    config: CandidateConfig
+    model: ArtifactRef
+    fit_seconds: float
+
+
+class EvaluatedCandidate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    candidate: TrainedCandidate
+    evaluation: Evaluation
+    roc_png: ArtifactRef
+    confusion_png: ArtifactRef
+
+
+@task(name="preprocess", cache_policy=CONTENT_CACHE, persist_result=True)
+def preprocess(train: DataRef, schema: DatasetSchema, ws: Workspace) -> ArtifactRef:
+    fitted = fit_preprocessor(read_frame(train), schema)
+    return dump_addressed(fitted, ws.artifacts_dir / "preprocess", "preprocessor")
+
+
+@task(
+    name="train", cache_policy=CONTENT_CACHE, persist_result=True, task_run_name="train-{cfg.name}"
+)
+def train(
+    train: DataRef,
+    preprocessor: ArtifactRef,
+    cfg: CandidateConfig,
+    schema: DatasetSchema,
+    seed: int,
+    ws: Workspace,
+) -> TrainedCandidate:
+    features, target = features_and_target(read_frame(train), schema)
+    started = time.perf_counter()
+    model = train_candidate(load_artifact(preprocessor), features, target, cfg, seed)
+    seconds = time.perf_counter() - started
+    ref = dump_addressed(model, ws.artifacts_dir / "models", cfg.name)
+    return TrainedCandidate(name=cfg.name, config=cfg, model=ref, fit_seconds=seconds)
+
+
+@task(
+    name="evaluate",
+    cache_policy=CONTENT_CACHE,
+    persist_result=True,
+    task_run_name="evaluate-{candidate.name}",
+)
+def evaluate(
+    candidate: TrainedCandidate, test: DataRef, schema: DatasetSchema, ws: Workspace
+) -> EvaluatedCandidate:
+    features, target = features_and_target(read_frame(test), schema)
+    evaluation = evaluate_model(load_artifact(candidate.model), features, target)
+    negative = next(
+        c
+        for c in schema.columns[schema.target.column].categories  # type: ignore[union-attr]
+        if c != schema.target.positive
+    )
+    figures = ws.artifacts_dir / "figures"
+    roc = roc_figure(evaluation, f"ROC: {candidate.name}")
+    confusion = confusion_figure(
+        evaluation, f"Confusion matrix: {candidate.name}", (negative, schema.target.positive)
+    )
+    return EvaluatedCandidate(
+        candidate=candidate,
+        evaluation=evaluation,
+        roc_png=_png(roc, figures, f"roc-{candidate.name}"),
+        confusion_png=_png(confusion, figures, f"confusion-{candidate.name}"),
+    )
+
+
+def _png(figure, directory, stem) -> ArtifactRef:
+    path, sha = write_addressed(
+        lambda tmp: figure.savefig(tmp, format="png", metadata={"Software": None}),
+        directory,
+        stem,
+        ".png",
+    )
+    return ArtifactRef(path=path, sha256=sha)
