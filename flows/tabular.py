@@ -73,7 +73,7 @@ def _describe_evaluations(metric: str) -> Callable[[list[EvaluatedCandidate]], s
     return describe
 
 
-@flow(name="train-tabular", log_prints=False)
+@flow(name="train-tabular", persist_result=False)
 def train_tabular(
     config: TabularConfig = DEFAULT_CONFIG, workspace: str | None = None
 ) -> RunSummary:
@@ -164,7 +164,8 @@ def train_tabular(
             lineage.data,
             config.registry,
             detail=lambda r: (
-                f"{config.registry.model_name} v{r[0]}" + ("" if r[1] else " (unchanged)")
+                f"{config.registry.model_name} v{r[0]}"
+                + ("" if r[1] else " (identical model, no new version)")
             ),
         )
         promotion = stages.run(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from tasks.caching import CONTENT_CACHE
@@ -45,7 +46,7 @@ class Lineage(BaseModel):
     origin: str
 
 
-@task(name="ingest")
+@task(name="ingest", cache_policy=NO_CACHE, persist_result=False)
 def ingest_dataset(cfg: DataConfig, ws: Workspace) -> tuple[DataRef, str]:
     """Read the source as it is now into a staging file inside the workspace."""
     loaded = load_source(cfg.source, cache_dir=ws.state_dir / "openml")
@@ -53,7 +54,7 @@ def ingest_dataset(cfg: DataConfig, ws: Workspace) -> tuple[DataRef, str]:
     return staged, loaded.origin
 
 
-@task(name="validate")
+@task(name="validate", cache_policy=NO_CACHE, persist_result=False)
 def validate_dataset(staged: DataRef, origin: str, cfg: DataConfig, ws: Workspace) -> ValidatedData:
     """Schema check; only data that passes reaches ``data/<name>.parquet``. The staging file is
     removed either way, so a refused data set leaves nothing behind."""
@@ -103,7 +104,7 @@ def ensure_remote(repo, url: str) -> str:
     return url
 
 
-@task(name="version")
+@task(name="version", cache_policy=NO_CACHE, persist_result=False)
 def version_dataset(validated: ValidatedData, remote_url: str | None, ws: Workspace) -> Lineage:
     """``dvc add`` the validated data and push it to the remote; idempotent for unchanged data."""
     data = validated.data

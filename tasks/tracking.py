@@ -21,6 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from tasks.data import Lineage, ValidatedData
@@ -135,7 +136,7 @@ def _find_logged_model(experiment_id: str, sha256: str) -> str | None:
     return found[0].model_uri if found else None
 
 
-@task(name="track")
+@task(name="track", cache_policy=NO_CACHE, persist_result=False)
 def track_pipeline(
     run: TrackedRun,
     config: TabularConfig,
@@ -234,7 +235,7 @@ def _champion_score(
         return float(recorded) if recorded is not None else None
 
 
-@task(name="register")
+@task(name="register", cache_policy=NO_CACHE, persist_result=False)
 def register_best(
     run: TrackedRun,
     best: EvaluatedCandidate,
@@ -275,7 +276,7 @@ def register_best(
     return str(version.version), True
 
 
-@task(name="promote")
+@task(name="promote", cache_policy=NO_CACHE, persist_result=False)
 def promote(
     version: str,
     new_version: bool,

@@ -1,0 +1,44 @@
+"""Shared fixtures: small real data made from the bundled Adult set (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import tasks  # noqa: F401  (no-telemetry environment before Prefect, MLflow or DVC load)
+from trustflow.config import TabularConfig, load_config
+from trustflow.data.sources import load_source
+
+# Small candidates so flow tests train in well under a second.
+FAST_CANDIDATES = (
+    "train.candidates=[{name: logreg, kind: logistic_regression, params: {C: 1.0}},"
+    " {name: hgb, kind: hist_gradient_boosting, params: {max_iter: 30}}]"
+)
+
+
+@pytest.fixture(scope="session")
+def adult_raw() -> pd.DataFrame:
+    """The bundled data as raw text, exactly as a CSV source would read it."""
+    return load_source("bundled:adult").frame
+
+
+@pytest.fixture(scope="session")
+def adult_sample(adult_raw: pd.DataFrame) -> pd.DataFrame:
+    """3,000 rows with both classes, in a fixed order."""
+    return adult_raw.sample(n=3000, random_state=0).reset_index(drop=True)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def sample_csv(adult_sample: pd.DataFrame, tmp_path: Path) -> Path:
+    return write_csv(adult_sample, tmp_path / "adult-sample.csv")
+
+
+def small_config(source: Path, *overrides: str) -> TabularConfig:
+    return load_config(None, [f"data.source=csv:{source}", FAST_CANDIDATES, *overrides])

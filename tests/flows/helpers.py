@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from flows.cli import main
+
+
+def run_cli(capsys, *args: str) -> tuple[int, dict, str]:
+    """Run ``trustflow run --json`` in-process; returns (exit code, JSON, stderr)."""
+    code = main(["run", "--json", *args])
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1, f"stdout must hold exactly one JSON line, got: {out!r}"
+    return code, json.loads(lines[0]), err
+
+
+def client_for(ws: Path) -> MlflowClient:
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def versions(ws: Path, name: str = "adult-income") -> list[str]:
+    found = client_for(ws).search_model_versions(f"name='{name}'")
+    return sorted(str(v.version) for v in found)
+
+
+def champion(ws: Path, name: str = "adult-income") -> str:
+    return str(client_for(ws).get_model_version_by_alias(name, "champion").version)

@@ -1,0 +1,106 @@
+"""Bad input through the CLI: one line naming the problem, exit 1, nothing registered, the
+champion and the versioned data untouched, no half-written files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import FAST_CANDIDATES, write_csv
+from tests.flows.helpers import champion, run_cli, versions
+from trustflow.io import file_digest
+
+
+def _header_row(frame: pd.DataFrame) -> pd.DataFrame:
+    header = pd.DataFrame([list(frame.columns)], columns=frame.columns)
+    return pd.concat([frame.iloc[:5], header, frame.iloc[5:]], ignore_index=True)
+
+
+def _cell(column: str, row: int, value: str):
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.copy()
+        frame.loc[row, column] = value
+        return frame
+
+    return change
+
+
+# case -> (how to break the sample, what the message must name)
+CASES = {
+    "missing-column": (lambda f: f.drop(columns=["hours_per_week"]), "'hours_per_week'"),
+    "extra-column": (lambda f: f.assign(zip_code="1"), "unexpected column(s) ['zip_code']"),
+    "wrong-type": (_cell("age", 9, "abc"), "column 'age' expects numbers, found 'abc' (row 10)"),
+    "unknown-category": (_cell("race", 2, "Martian"), "unknown category 'Martian' (row 3)"),
+    "empty": (lambda f: f.iloc[:0], "no data rows"),
+    "all-null-column": (lambda f: f.assign(workclass=""), "column 'workclass' has no values"),
+    "one-class-target": (lambda f: f.assign(income=">50K"), "target 'income' has 1 class(es)"),
+    "duplicated-header": (_header_row, "row 6 repeats the header row"),
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, adult_sample: pd.DataFrame) -> Path:
+    """A workspace whose champion is v1, trained on the good sample."""
+    from flows.tabular import run_pipeline
+    from tests.conftest import small_config
+    from trustflow.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("ws")
+    good = write_csv(adult_sample, tmp_path_factory.mktemp("good") / "adult.csv")
+    assert run_pipeline(small_config(good), Workspace(root=root)).is_completed()
+    return root
+
+
+def _state_of(root: Path) -> dict:
+    # Every file with its content, except Prefect's record of the failed task's exception
+    # (what its UI shows for the failed run): that is the audit trail, not a pipeline output.
+    files = sorted(
+        (str(p.relative_to(root)), file_digest(p))
+        for p in root.rglob("*")
+        if p.is_file() and "prefect-results" not in p.parts
+    )
+    return {
+        "versions": versions(root),
+        "champion": champion(root),
+        "data_md5": file_digest(root / "data" / "adult.parquet"),
+        "files": files,
+    }
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_fails_cleanly(case, workspace, adult_sample, tmp_path, capsys) -> None:
+    break_data, expected = CASES[case]
+    bad = write_csv(break_data(adult_sample), tmp_path / f"{case}.csv")
+    before = _state_of(workspace)
+
+    code, summary, err = run_cli(
+        capsys, "--workspace", str(workspace), "--set", f"data.source=csv:{bad}",
+        "--set", FAST_CANDIDATES,
+    )  # fmt: skip
+
+    assert code == 1
+    assert summary["state"] == "FAILED"
+    assert summary["error_type"] == "DataValidationError"
+    assert str(bad) in summary["error"] and expected in summary["error"]
+    assert err.strip().count("\n") == 0 and "Traceback" not in err  # one line for people
+    after = _state_of(workspace)  # nothing registered, moved or left behind
+    assert set(after.pop("files")) ^ set(before.pop("files")) == set()
+    assert after == before
+
+
+def test_invalid_config_fails_before_anything_runs(workspace, capsys) -> None:
+    before = _state_of(workspace)
+    code, summary, err = run_cli(capsys, "--workspace", str(workspace), "--set", "split.seed=x")
+    assert code == 1 and summary["error_type"] == "ConfigError"
+    assert "split.seed" in summary["error"] and "Traceback" not in err
+    assert _state_of(workspace) == before
+
+
+def test_missing_source_file_is_named(workspace, tmp_path, capsys) -> None:
+    missing = tmp_path / "nowhere.csv"
+    code, summary, _ = run_cli(
+        capsys, "--workspace", str(workspace), "--set", f"data.source=csv:{missing}"
+    )
+    assert code == 1 and summary["error"] == f"data file {missing} does not exist"

@@ -1,0 +1,105 @@
+"""train-tabular end to end under Prefect's test harness, on a 3,000-row CSV of Adult.
+
+The tests in this module share one workspace and run in order: first run, cached re-run, one
+changed cell.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from flows.tabular import run_pipeline
+from tests.conftest import small_config, write_csv
+from tests.flows.helpers import champion, client_for, versions
+from trustflow.io import file_digest
+from trustflow.workspace import Workspace
+
+DOWNSTREAM = ("split", "preprocess", "train", "evaluate")
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Workspace:
+    return Workspace(root=tmp_path_factory.mktemp("workspace"))
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, adult_sample: pd.DataFrame) -> Path:
+    return write_csv(adult_sample, tmp_path_factory.mktemp("src") / "adult.csv")
+
+
+def _run(source: Path, ws: Workspace):
+    state = run_pipeline(small_config(source), ws)
+    assert state.is_completed(), state.message
+    return state.result()
+
+
+@pytest.fixture(scope="module")
+def first(source: Path, ws: Workspace):
+    return _run(source, ws)
+
+
+def test_first_run_registers_a_champion_with_lineage(first, ws: Workspace) -> None:
+    assert first.model.version == "1" and first.model.alias == "champion"
+    assert first.model.promoted and first.model.new_version
+    assert not any(first.cache.values())
+    assert first.model.candidate in first.candidates
+    best = first.candidates[first.model.candidate]
+    assert best["roc_auc"] == max(c["roc_auc"] for c in first.candidates.values())
+
+    # DVC: the versioned file, its .dvc record and the summary agree on the md5.
+    dvc = yaml.safe_load((ws.root / first.dataset.dvc_file).read_text())["outs"][0]
+    assert dvc["md5"] == first.dataset.md5 == file_digest(ws.data_dir / "adult.parquet")
+
+    # MLflow: parent run with lineage, one nested run per candidate, plots and models.
+    client = client_for(ws.root)
+    run = client.get_run(first.mlflow["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["trustflow.data.md5"] == first.dataset.md5
+    assert run.data.tags["trustflow.data.dvc_file"] == "data/adult.parquet.dvc"
+    assert run.inputs.dataset_inputs[0].dataset.name == "adult"
+    children = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    assert sorted(c.info.run_name for c in children) == ["hgb", "logreg"]
+    for child in children:
+        plots = {a.path for a in client.list_artifacts(child.info.run_id, "plots")}
+        assert any("roc-" in p for p in plots) and any("confusion-" in p for p in plots)
+        assert child.data.metrics["roc_auc"] == first.candidates[child.info.run_name]["roc_auc"]
+    version = client.get_model_version("adult-income", "1")
+    assert version.tags["trustflow.data.md5"] == first.dataset.md5
+    assert version.tags["trustflow.candidate"] == first.model.candidate
+    # Artifacts stay inside the workspace.
+    assert list((ws.root / "mlartifacts").rglob("MLmodel"))
+
+
+def test_rerun_with_unchanged_inputs_is_served_from_cache(first, source, ws) -> None:
+    again = _run(source, ws)
+    assert all(again.cache[stage] for stage in DOWNSTREAM)
+    assert again.metrics == first.metrics
+    assert again.model.version == "1" and not again.model.new_version
+    assert versions(ws.root) == ["1"]  # no duplicate version for an identical model
+
+
+def test_one_changed_cell_recomputes_everything_downstream(first, source, ws, tmp_path) -> None:
+    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+    frame.loc[0, "age"] = str(int(frame.loc[0, "age"]) + 1)
+    write_csv(frame, source)
+    changed = _run(source, ws)
+    assert changed.dataset.md5 != first.dataset.md5
+    assert not any(changed.cache[stage] for stage in DOWNSTREAM)
+    assert changed.model.new_version and versions(ws.root) == ["1", "2"]
+    # The champion moves only if v2 is better on the metric; either way it is a real version.
+    expected = "2" if changed.model.promoted else "1"
+    assert champion(ws.root) == expected
+
+
+def test_a_second_workspace_shares_no_state(first, source, tmp_path) -> None:
+    other = Workspace(root=tmp_path / "other")
+    result = _run(source, other)
+    assert result.model.version == "1"  # its own registry, starting from scratch
+    assert not result.cache["train"]  # its own cache
+    assert result.mlflow["tracking_uri"].endswith(f"{other.root}/mlflow.db")

@@ -1,0 +1,58 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from trustflow.config import CandidateConfig, SplitConfig, TabularConfig
+from trustflow.data.split import split_frame
+from trustflow.data.validate import validate_frame
+from trustflow.errors import ConfigError
+from trustflow.evaluate import confusion_figure, evaluate_model, roc_figure
+from trustflow.models.candidates import train_candidate
+from trustflow.models.preprocess import features_and_target, fit_preprocessor
+
+SCHEMA = TabularConfig().data.dataset
+
+
+@pytest.fixture(scope="module")
+def splits(adult_sample: pd.DataFrame):
+    frame, _ = validate_frame(adult_sample, SCHEMA, "drop", "sample")
+    return split_frame(frame, "income", SplitConfig())
+
+
+def test_split_is_stratified_deterministic_and_disjoint(splits, adult_sample) -> None:
+    again = split_frame(
+        validate_frame(adult_sample, SCHEMA, "drop", "s")[0], "income", SplitConfig()
+    )
+    pd.testing.assert_frame_equal(splits.test, again.test)
+    rate = [(s["income"] == ">50K").mean() for s in (splits.train, splits.valid, splits.test)]
+    assert max(rate) - min(rate) < 0.02
+    sizes = len(splits.train) + len(splits.valid) + len(splits.test)
+    assert sizes == len(validate_frame(adult_sample, SCHEMA, "drop", "s")[0])
+
+
+def test_preprocessor_encodes_every_schema_category(splits) -> None:
+    fitted = fit_preprocessor(splits.train, SCHEMA)
+    n_categories = sum(len(SCHEMA.columns[c].categories) for c in SCHEMA.categorical_features)  # type: ignore[union-attr]
+    features, _ = features_and_target(splits.test, SCHEMA)
+    assert fitted.transform(features).shape[1] == len(SCHEMA.numeric_features) + n_categories
+
+
+@pytest.mark.parametrize("kind", ["logistic_regression", "hist_gradient_boosting"])
+def test_candidates_train_deterministically_and_beat_chance(kind: str, splits) -> None:
+    cfg = CandidateConfig(name="c", kind=kind, params={"max_iter": 50} if "hist" in kind else {})
+    features, target = features_and_target(splits.train, SCHEMA)
+    test_x, test_y = features_and_target(splits.test, SCHEMA)
+    first = train_candidate(fit_preprocessor(splits.train, SCHEMA), features, target, cfg, 1)
+    second = train_candidate(fit_preprocessor(splits.train, SCHEMA), features, target, cfg, 1)
+    np.testing.assert_array_equal(first.predict_proba(test_x), second.predict_proba(test_x))
+    evaluation = evaluate_model(first, test_x, test_y)
+    assert evaluation.metrics.roc_auc > 0.8
+    assert sum(map(sum, evaluation.confusion)) == len(test_y)
+    assert roc_figure(evaluation, "t").axes and confusion_figure(evaluation, "t", ("a", "b")).axes
+
+
+def test_unknown_hyper_parameter_is_a_config_error(splits) -> None:
+    features, target = features_and_target(splits.train, SCHEMA)
+    cfg = CandidateConfig(name="lr", kind="logistic_regression", params={"depth": 3})
+    with pytest.raises(ConfigError, match=r"candidate 'lr'.*depth"):
+        train_candidate(fit_preprocessor(splits.train, SCHEMA), features, target, cfg, 1)
