@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format benchmark mlflow-ui clean
+.PHONY: help install run repro test lint format benchmark mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ install: $(STAMP) ## create .venv and install the project (once)
 
 run: $(STAMP) ## run train-tabular on the bundled data (workspace: this directory)
 	$(BIN)/trustflow run $(ARGS)
+
+repro: $(STAMP) ## reproduce the data stages with DVC (dvc.yaml)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP) ## run the whole test suite, as CI does
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -137,10 +137,9 @@ def train_tabular(
     )
     best = pick_best(evaluated, metric)
 
-    tracking_uri = tracking.configure(ws)
+    target = tracking.open_tracking(config.tracking, ws)
     run = tracking.start_pipeline_run(
-        config,
-        ws,
+        target,
         run_name=f"{schema.name}-{lineage.data.md5[:8]}",
         tags={"trustflow.pipeline": "train-tabular", "trustflow.data.md5": lineage.data.md5},
     )
@@ -207,7 +206,7 @@ def train_tabular(
         metrics=best.evaluation.metrics.model_dump(),
         candidates={e.candidate.name: e.evaluation.metrics.model_dump() for e in evaluated},
         mlflow={
-            "tracking_uri": tracking_uri,
+            "tracking_uri": target.tracking_uri,
             "run_id": run.run_id,
             "experiment_id": run.experiment_id,
         },
