@@ -103,3 +103,14 @@ def test_a_second_workspace_shares_no_state(first, source, tmp_path) -> None:
     assert result.model.version == "1"  # its own registry, starting from scratch
     assert not result.cache["train"]  # its own cache
     assert result.mlflow["tracking_uri"].endswith(f"{other.root}/mlflow.db")
+
+
+def test_impute_policy_keeps_incomplete_rows_end_to_end(source, adult_sample, tmp_path) -> None:
+    incomplete = int(adult_sample.isin(["?"]).any(axis=1).sum())
+    state = run_pipeline(
+        small_config(source, "data.missing=impute"), Workspace(root=tmp_path / "impute")
+    )
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result.dataset.rows == 3000 and result.dataset.rows_dropped == 0
+    assert incomplete > 0 and result.metrics["roc_auc"] > 0.8

@@ -56,3 +56,17 @@ def test_unknown_hyper_parameter_is_a_config_error(splits) -> None:
     cfg = CandidateConfig(name="lr", kind="logistic_regression", params={"depth": 3})
     with pytest.raises(ConfigError, match=r"candidate 'lr'.*depth"):
         train_candidate(fit_preprocessor(splits.train, SCHEMA), features, target, cfg, 1)
+
+
+def test_missing_values_are_encoded_without_inventing_categories(adult_sample) -> None:
+    frame, _ = validate_frame(adult_sample, SCHEMA, "impute", "sample")
+    fitted = fit_preprocessor(frame, SCHEMA)
+    features, _ = features_and_target(frame, SCHEMA)
+    encoded = fitted.transform(features)
+    assert not np.isnan(encoded).any()
+    missing_occupation = features["occupation"].isna().to_numpy()
+    assert missing_occupation.any()
+    names = list(fitted.get_feature_names_out())
+    occupation = [i for i, n in enumerate(names) if n.startswith("occupation_")]
+    assert (encoded[missing_occupation][:, occupation] == 0).all()  # unknown: all zeros
+    assert (encoded[~missing_occupation][:, occupation].sum(axis=1) == 1).all()

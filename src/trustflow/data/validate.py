@@ -68,7 +68,8 @@ def validate_frame(
                     f"{origin}: column '{name}' has unknown category '{value}' (row {row}); "
                     f"allowed: {', '.join(spec.categories)}"
                 )
-            typed[name] = text.where(~absent).astype(object)
+            # None, not pd.NA: scikit-learn treats None as missing; pd.NA makes it raise.
+            typed[name] = text.astype(object).where(~absent, None)
         else:
             numbers = pd.to_numeric(text.where(~absent), errors="coerce")
             wrong = ~absent & numbers.isna()

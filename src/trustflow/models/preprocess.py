@@ -1,7 +1,10 @@
 """The preprocessing stage: a fitted scikit-learn ColumnTransformer built from the schema.
 
 Categories come from the public schema, not from the rows, so the encoding is identical for every
-data version and unseen values at serving time are ignored rather than fatal.
+data version and unseen values at serving time are ignored rather than fatal. A missing category
+(kept under ``data.missing: impute``) encodes like an unknown one, as all zeros: no category is
+invented for it, and the transformer stays convertible to ONNX (skl2onnx cannot convert a string
+imputer whose missing marker is NaN). Missing numbers take the training median.
 """
 
 from __future__ import annotations
