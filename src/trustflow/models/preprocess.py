@@ -26,15 +26,7 @@ def build_preprocessor(schema: DatasetSchema) -> ColumnTransformer:
         if isinstance(spec := schema.columns[name], CategoricalColumn)
     ]
     numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-    categorical = Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="most_frequent")),
-            (
-                "onehot",
-                OneHotEncoder(categories=categories, handle_unknown="ignore", sparse_output=False),
-            ),
-        ]
-    )
+    categorical = OneHotEncoder(categories=categories, handle_unknown="ignore", sparse_output=False)
     return ColumnTransformer(
         [
             ("numeric", numeric, schema.numeric_features),
