@@ -29,6 +29,7 @@ from trustflow.data.sources import load_source
 from trustflow.data.split import split_frame
 from trustflow.data.validate import validate_frame
 from trustflow.evaluate import confusion_figure, evaluate_model, roc_figure
+from trustflow.export.onnx import check_parity, convert_pipeline
 from trustflow.io import write_frame
 from trustflow.models.candidates import train_candidate
 from trustflow.models.preprocess import features_and_target, fit_preprocessor
@@ -36,7 +37,8 @@ from trustflow.workspace import Workspace
 
 
 def plain_script(config: TabularConfig, out: Path) -> float:
-    """(b): ingest, validate, write, split, preprocess, train, evaluate, plot; no orchestration."""
+    """(b): ingest, validate, write, split, preprocess, train, evaluate, plot, ONNX export and
+    parity; no orchestration, no tracking, no versioning."""
     schema = config.data.dataset
     frame, _ = validate_frame(load_source(config.data.source).frame, schema, "drop", "bundled")
     write_frame(frame, out / "adult.parquet")
@@ -52,6 +54,9 @@ def plain_script(config: TabularConfig, out: Path) -> float:
         confusion_figure(evaluation, candidate.name, ("<=50K", ">50K")).savefig(
             out / f"cm-{candidate.name}.png"
         )
+        graph = convert_pipeline(model, schema, config.onnx).SerializeToString()
+        (out / f"{candidate.name}.onnx").write_bytes(graph)
+        assert check_parity(model, graph, splits.test, schema, config.onnx).parity.passed
         best = max(best, evaluation.metrics.roc_auc)
     return best
 
@@ -83,7 +88,8 @@ def main() -> None:
             c, warm = timed(run_pipeline, config, ws)
             assert cold.is_completed() and warm.is_completed()
             summary = warm.result()
-            assert all(summary.cache[s] for s in ("split", "preprocess", "train", "evaluate"))
+            cached = ("split", "preprocess", "train", "evaluate", "export")
+            assert all(summary.cache[s] for s in cached)
             assert abs(summary.metrics["roc_auc"] - auc_plain) < 1e-12  # same work, same result
         a_runs.append(a)
         b_runs.append(b)

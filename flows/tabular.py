@@ -15,8 +15,10 @@ from pydantic import BaseModel, ConfigDict
 from flows.progress import StageLog
 from tasks import tracking
 from tasks.data import ingest_dataset, split_dataset, validate_dataset, version_dataset
+from tasks.export import ExportedCandidate, export_onnx
 from tasks.train import EvaluatedCandidate, evaluate, preprocess, train
 from trustflow.config import TabularConfig, lower_is_better
+from trustflow.errors import GateFailed
 from trustflow.workspace import Workspace
 
 
@@ -39,6 +41,15 @@ class ModelSummary(BaseModel):
     reason: str
 
 
+class OnnxSummary(BaseModel):
+    opset: int
+    size_bytes: int
+    max_abs_diff: float
+    label_agreement: float
+    passed: bool
+    latency_us_single_row: float
+
+
 class RunSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -47,6 +58,7 @@ class RunSummary(BaseModel):
     model: ModelSummary
     metrics: dict[str, float]
     candidates: dict[str, dict[str, float]]
+    onnx: OnnxSummary
     mlflow: dict[str, str]
     cache: dict[str, bool]  # stage -> served from Prefect's cache
     workspace: str
@@ -61,6 +73,14 @@ def pick_best(evaluated: list[EvaluatedCandidate], metric: str) -> EvaluatedCand
 
 
 DEFAULT_CONFIG = TabularConfig()
+
+
+def _describe_exports(items: list[ExportedCandidate]) -> str:
+    return ", ".join(
+        f"{e.name} parity {'ok' if e.passed else 'FAILED'}"
+        + (f" (max |diff| {e.report.parity.max_abs_diff:.1e})" if e.report else "")
+        for e in items
+    )
 
 
 def _describe_evaluations(metric: str) -> Callable[[list[EvaluatedCandidate]], str]:
@@ -135,6 +155,14 @@ def train_tabular(
         [evaluate.submit(candidate, splits.test, schema, ws) for candidate in trained],
         detail=_describe_evaluations(metric),
     )
+    exported: dict[str, ExportedCandidate] = {
+        e.name: e
+        for e in stages.gather(
+            "export",
+            [export_onnx.submit(t, splits.test, schema, config.onnx, ws) for t in trained],
+            detail=_describe_exports,
+        )
+    }
     best = pick_best(evaluated, metric)
 
     target = tracking.open_tracking(config.tracking, ws)
@@ -152,6 +180,7 @@ def train_tabular(
             validated,
             lineage,
             evaluated,
+            exported,
             splits.test,
             detail=lambda r: f"run {r.run_id}",
         )
@@ -160,6 +189,7 @@ def train_tabular(
             tracking.register_best,
             run,
             best,
+            exported[best.candidate.name],
             lineage.data,
             config.registry,
             detail=lambda r: (
@@ -167,6 +197,16 @@ def train_tabular(
                 + ("" if r[1] else " (identical model, no new version)")
             ),
         )
+        # Gates run after everything is logged and registered: a rejected model keeps its audit
+        # trail, and the alias never moves to it.
+        best_export = exported[best.candidate.name]
+        if not best_export.passed:
+            reason = (
+                f"{config.registry.model_name} v{version} ({best.candidate.name}) not promoted: "
+                f"{best_export.reason()}"
+            )
+            tracking.record_gate_failure(run.run_id, reason)
+            raise GateFailed(reason)
         promotion = stages.run(
             "promote",
             tracking.promote,
@@ -183,6 +223,8 @@ def train_tabular(
         tracking.end_pipeline_run(run.run_id, ok=False)
         raise
     tracking.end_pipeline_run(run.run_id, ok=True)
+    onnx_report = best_export.report
+    assert onnx_report is not None  # the parity gate passed, so the export exists
 
     return RunSummary(
         state="COMPLETED",
@@ -205,6 +247,14 @@ def train_tabular(
         ),
         metrics=best.evaluation.metrics.model_dump(),
         candidates={e.candidate.name: e.evaluation.metrics.model_dump() for e in evaluated},
+        onnx=OnnxSummary(
+            opset=onnx_report.opset,
+            size_bytes=onnx_report.size_bytes,
+            max_abs_diff=onnx_report.parity.max_abs_diff,
+            label_agreement=onnx_report.parity.label_agreement,
+            passed=onnx_report.parity.passed,
+            latency_us_single_row=onnx_report.latency_us_single_row,
+        ),
         mlflow={
             "tracking_uri": target.tracking_uri,
             "run_id": run.run_id,

@@ -10,15 +10,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
+import onnx
+import onnxruntime
 import pandas as pd
 import sklearn
 from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import Model, infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema, TensorSpec
 from prefect import task
@@ -26,6 +30,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from tasks.data import Lineage, ValidatedData
+from tasks.export import ExportedCandidate
 from tasks.train import EvaluatedCandidate
 from trustflow.config import (
     CategoricalColumn,
@@ -54,6 +59,8 @@ MODEL_REQUIREMENTS = [
     f"scikit-learn=={sklearn.__version__}",
     f"pandas=={pd.__version__}",
     f"numpy=={np.__version__}",
+    f"onnx=={onnx.__version__}",
+    f"onnxruntime=={onnxruntime.__version__}",
 ]
 
 
@@ -176,6 +183,30 @@ def _find_logged_model(experiment_id: str, sha256: str) -> str | None:
     return found[0].model_uri if found else None
 
 
+class SklearnWithOnnx:
+    """A flavor module for ``Model.log``: the scikit-learn flavor and, when given, the ONNX form
+    of the same pipeline in one MLflow model, so ``models:/NAME@ALIAS`` loads either way
+    (``mlflow.sklearn.load_model`` or ``mlflow.onnx.load_model``) and both share the signature."""
+
+    __name__ = "sklearn"
+
+    def __init__(self, onnx_path: Path | None) -> None:
+        self.onnx_path = onnx_path
+
+    def save_model(self, path: str, mlflow_model: Model, **kwargs: Any) -> None:
+        mlflow.sklearn.save_model(path=path, mlflow_model=mlflow_model, **kwargs)
+        if self.onnx_path is None:
+            return
+        shutil.copyfile(self.onnx_path, Path(path) / "model.onnx")
+        mlflow_model.add_flavor(
+            "onnx",
+            onnx_version=onnx.__version__,
+            data="model.onnx",
+            providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
+        )
+        mlflow_model.save(str(Path(path) / "MLmodel"))
+
+
 @task(name="track", cache_policy=NO_CACHE, persist_result=False)
 def track_pipeline(
     run: TrackedRun,
@@ -183,6 +214,7 @@ def track_pipeline(
     validated: ValidatedData,
     lineage: Lineage,
     evaluated: list[EvaluatedCandidate],
+    exported: dict[str, ExportedCandidate],
     test: DataRef,
 ) -> TrackedRun:
     """Log the whole run: config, lineage, data checks, and per candidate its params, metrics,
@@ -229,13 +261,27 @@ def track_pipeline(
                 )
                 mlflow.log_artifact(str(item.roc_png.path), "plots")
                 mlflow.log_artifact(str(item.confusion_png.path), "plots")
+                export = exported[candidate.name]
+                mlflow.set_tag("trustflow.onnx.parity", export.reason())
+                if export.report is not None:
+                    parity = export.report.parity
+                    mlflow.log_metrics(
+                        {
+                            "onnx.max_abs_diff": parity.max_abs_diff,
+                            "onnx.label_agreement": parity.label_agreement,
+                            "onnx.latency_us_single_row": export.report.latency_us_single_row,
+                            "onnx.size_bytes": export.report.size_bytes,
+                        }
+                    )
                 mlflow.set_tags({SHA_TAG: candidate.model.sha256, "trustflow.data.md5": data.md5})
                 uri = _find_logged_model(run.experiment_id, candidate.model.sha256)
                 if uri is None:
                     model = load_artifact(candidate.model)
-                    info = mlflow.sklearn.log_model(
-                        model,
+                    info = Model.log(
+                        artifact_path=None,
                         name=candidate.name,
+                        flavor=SklearnWithOnnx(export.onnx.path if export.onnx else None),
+                        sk_model=model,
                         signature=infer_signature(example, model.predict(example)),
                         input_example=example,
                         pip_requirements=MODEL_REQUIREMENTS,
@@ -269,6 +315,7 @@ def _champion_score(
 def register_best(
     run: TrackedRun,
     best: EvaluatedCandidate,
+    export: ExportedCandidate,
     data: DataRef,
     registry: RegistryConfig,
 ) -> tuple[str, bool]:
@@ -300,6 +347,8 @@ def register_best(
             "trustflow.candidate": best.candidate.name,
             "trustflow.run_id": run.run_id,
             "trustflow.data.md5": data.md5,
+            "trustflow.onnx.parity_passed": str(export.passed).lower(),
+            "trustflow.onnx.parity": export.reason(),
             **{f"trustflow.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
         },
     )
@@ -357,6 +406,13 @@ def promote(
         f"{registry.metric} {score:.4f} does not beat v{previous}'s {champion:.4f}; "
         f"{alias} stays on v{previous}",
     )
+
+
+def record_gate_failure(run_id: str, reason: str) -> None:
+    client = MlflowClient()
+    client.set_tag(run_id, "trustflow.model.promoted", "false")
+    client.set_tag(run_id, "trustflow.model.reason", reason)
+    client.set_tag(run_id, "mlflow.note.content", reason)
 
 
 def record_outcome(run_id: str, promotion: Promotion) -> None:

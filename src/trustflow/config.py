@@ -185,6 +185,14 @@ class RegistryConfig(Frozen):
     min_improvement: float = Field(default=0.0, ge=0)
 
 
+class OnnxConfig(Frozen):
+    """ONNX export and the parity gate a model must pass before it may be promoted."""
+
+    opset: int = Field(default=17, ge=13)
+    max_abs_diff: float = Field(default=1e-4, gt=0)  # max |p_native - p_onnx| on the test split
+    min_label_agreement: float = Field(default=0.999, gt=0, le=1)
+
+
 class TrackingConfig(Frozen):
     experiment: str = "train-tabular"
 
@@ -194,6 +202,7 @@ class TabularConfig(Frozen):
     split: SplitConfig = Field(default_factory=SplitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    onnx: OnnxConfig = Field(default_factory=OnnxConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 

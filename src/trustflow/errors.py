@@ -15,3 +15,7 @@ class DataSourceError(TrustflowError):
 
 class DataValidationError(TrustflowError):
     """The data breaks the dataset schema (missing column, unknown category, ...)."""
+
+
+class GateFailed(TrustflowError):
+    """A model failed a gate (ONNX parity, ...); it is recorded but never promoted."""

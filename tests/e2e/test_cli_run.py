@@ -20,7 +20,9 @@ REQUIRED = {
     "model": {"name", "version", "alias", "candidate"},
     "metrics": {"roc_auc", "accuracy", "f1", "log_loss"},
     "mlflow": {"tracking_uri", "run_id"},
-}
+    "onnx": {"opset", "size_bytes", "max_abs_diff", "label_agreement", "passed",
+             "latency_us_single_row"},
+}  # fmt: skip
 
 
 def _trustflow(workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -52,6 +54,7 @@ def test_json_run_on_bundled_data_registers_a_good_champion(first_run, workspace
     assert summary["dataset"]["rows"] == 45_222  # 48,842 rows less 3,620 with missing values
     assert summary["model"] == summary["model"] | {"name": "adult-income", "alias": "champion"}
     assert summary["metrics"]["roc_auc"] >= 0.90  # the quality bar of the default run
+    assert summary["onnx"]["passed"] and summary["onnx"]["max_abs_diff"] <= 1e-4
     assert first_run.stderr.strip() == ""  # --json: no progress, warnings or tracebacks
 
     uri = summary["mlflow"]["tracking_uri"]
@@ -69,7 +72,7 @@ def test_people_see_one_line_per_stage_and_a_summary(first_run, workspace) -> No
     done = _trustflow(workspace)  # second run: served from cache
     assert done.returncode == 0, done.stderr
     stages = ["ingest", "validate", "version", "split", "preprocess", "train", "evaluate",
-              "track", "register", "promote"]  # fmt: skip
+              "export", "track", "register", "promote"]  # fmt: skip
     lines = done.stderr.splitlines()
     for stage in stages:
         assert sum(stage in line.split()[:2] for line in lines) == 1, done.stderr

@@ -104,3 +104,18 @@ def test_missing_source_file_is_named(workspace, tmp_path, capsys) -> None:
         capsys, "--workspace", str(workspace), "--set", f"data.source=csv:{missing}"
     )
     assert code == 1 and summary["error"] == f"data file {missing} does not exist"
+
+
+def test_model_failing_onnx_parity_is_registered_but_never_promoted(workspace, capsys) -> None:
+    before = versions(workspace)
+    code, summary, err = run_cli(
+        capsys, "--workspace", str(workspace), "--set", FAST_CANDIDATES,
+        "--set", "train.seed=7",  # a different model, so a new version is registered
+        "--set", "onnx.max_abs_diff=1e-30",
+    )  # fmt: skip
+    assert code == 1 and summary["error_type"] == "GateFailed"
+    assert "not promoted: ONNX parity failed" in summary["error"]
+    assert "onnx.max_abs_diff = 1e-30" in summary["error"] and "Traceback" not in err
+    after = versions(workspace)
+    assert len(after) == len(before) + 1  # registered with its parity result ...
+    assert champion(workspace) == "1"  # ... but the alias did not move

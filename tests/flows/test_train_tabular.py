@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
+import mlflow.onnx
+import mlflow.sklearn
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -15,10 +19,13 @@ import yaml
 from flows.tabular import run_pipeline
 from tests.conftest import small_config, write_csv
 from tests.flows.helpers import champion, client_for, versions
+from trustflow.config import TabularConfig
+from trustflow.export.onnx import inference_session, to_feed
 from trustflow.io import file_digest
 from trustflow.workspace import Workspace
 
-DOWNSTREAM = ("split", "preprocess", "train", "evaluate")
+DOWNSTREAM = ("split", "preprocess", "train", "evaluate", "export")
+SCHEMA = TabularConfig().data.dataset
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +79,16 @@ def test_first_run_registers_a_champion_with_lineage(first, ws: Workspace) -> No
     version = client.get_model_version("adult-income", "1")
     assert version.tags["trustflow.data.md5"] == first.dataset.md5
     assert version.tags["trustflow.candidate"] == first.model.candidate
+    # The registered version resolves to an ONNX form that scores like the native one.
+    assert first.onnx.passed and first.onnx.max_abs_diff <= 1e-4
+    uri = f"models:/adult-income/{first.model.version}"
+    native = mlflow.sklearn.load_model(uri)
+    session = inference_session(mlflow.onnx.load_model(uri).SerializeToString())
+    rows = pd.read_parquet(ws.data_dir / "adult.parquet").head(50)
+    _, probabilities = session.run(None, to_feed(rows, SCHEMA))
+    np.testing.assert_allclose(
+        probabilities, native.predict_proba(rows[SCHEMA.feature_columns]), atol=1e-4
+    )
     # Artifacts stay inside the workspace.
     assert list((ws.root / "mlartifacts").rglob("MLmodel"))
 
