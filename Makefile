@@ -41,8 +41,9 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-benchmark: $(STAMP) ## measure pipeline overhead (prints ratios)
+benchmark: $(STAMP) ## measure pipeline overhead and ONNX latency (prints ratios)
 	$(BIN)/python benchmarks/pipeline_overhead.py
+	$(BIN)/python benchmarks/onnx_latency.py
 
 mlflow-ui: $(STAMP) ## browse the workspace's runs and models on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -1,5 +1,5 @@
 """Flow ``train-tabular``: ingest -> validate -> version -> split -> preprocess -> train
-candidates -> evaluate -> track & register -> promote."""
+candidates -> evaluate -> export (ONNX + parity) -> track & register -> gates -> promote."""
 
 from __future__ import annotations
 
