@@ -150,15 +150,18 @@ def convert_pipeline(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) ->
 
 
 def to_feed(frame: pd.DataFrame, schema: DatasetSchema) -> dict[str, np.ndarray]:
-    """Records as ONNX inputs: one (n, 1) array per feature column."""
+    """Records as ONNX inputs: one (n, 1) array per feature column. Plain NumPy per column: this
+    runs per request when serving, where pandas' per-call overhead would dominate."""
     feed: dict[str, np.ndarray] = {}
+    numeric = set(schema.numeric_features)
     for name in schema.feature_columns:
-        column = frame[name]
-        if name in schema.numeric_features:
-            feed[name] = column.to_numpy(dtype=np.float64, na_value=np.nan).reshape(-1, 1)
+        values = frame[name].to_numpy()
+        if name in numeric:
+            feed[name] = pd.to_numeric(values, errors="coerce").astype(np.float64).reshape(-1, 1)
         else:
-            text = column.astype(object).where(column.notna(), "").astype(str)
-            feed[name] = text.to_numpy(dtype=object).reshape(-1, 1)
+            text = values.astype(object)  # a copy: the frame is never modified
+            text[pd.isna(text)] = ""
+            feed[name] = text.astype(str).astype(object).reshape(-1, 1)
     return feed
 
 
