@@ -7,6 +7,7 @@ stdout. Errors are one line on stderr and a non-zero exit (the traceback only wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -130,7 +131,13 @@ def run_command(args: argparse.Namespace) -> int:
     if not args.json:
         progress.addHandler(_StageDisplay(err))
         err.print(f"[bold]train-tabular[/bold] in {workspace.root}")
-    state = run_pipeline(config, workspace)
+    if args.json:
+        # stdout carries exactly one JSON object: whatever a library prints meanwhile goes to
+        # stderr instead.
+        with contextlib.redirect_stdout(sys.stderr):
+            state = run_pipeline(config, workspace)
+    else:
+        state = run_pipeline(config, workspace)
     outcome = state.result(raise_on_failure=False)
     if not state.is_completed() or isinstance(outcome, BaseException):
         return _fail(

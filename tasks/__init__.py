@@ -3,10 +3,13 @@
 import os
 
 # Pipeline runs never phone home: Prefect's temporary server, MLflow and DVC all report usage
-# by default. Set before any of them is imported (flows/__init__ imports this package first).
+# by default. Nor does MLflow print run links to stdout (it does with a tracking server), which
+# belongs to the CLI's output. Set before any of them is imported (flows/__init__ imports this
+# package first).
 for _name, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     "DVC_NO_ANALYTICS": "1",
 }.items():
     os.environ.setdefault(_name, _value)
