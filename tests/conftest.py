@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -38,6 +39,27 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
 @pytest.fixture
 def sample_csv(adult_sample: pd.DataFrame, tmp_path: Path) -> Path:
     return write_csv(adult_sample, tmp_path / "adult-sample.csv")
+
+
+def set_cell(column: str, row: int, value: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """A data-breaking step: write ``value`` into one cell (row counted from 0)."""
+
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.copy()
+        frame.loc[row, column] = value
+        return frame
+
+    return change
+
+
+def with_header_row(after: int) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """A data-breaking step: repeat the header as a data row after ``after`` rows."""
+
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        header = pd.DataFrame([list(frame.columns)], columns=frame.columns)
+        return pd.concat([frame.iloc[:after], header, frame.iloc[after:]], ignore_index=True)
+
+    return change
 
 
 def small_config(source: Path, *overrides: str) -> TabularConfig:

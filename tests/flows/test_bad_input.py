@@ -8,35 +8,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import FAST_CANDIDATES, write_csv
+from tests.conftest import FAST_CANDIDATES, set_cell, with_header_row, write_csv
 from tests.flows.helpers import champion, run_cli, versions
 from trustflow.io import file_digest
-
-
-def _header_row(frame: pd.DataFrame) -> pd.DataFrame:
-    header = pd.DataFrame([list(frame.columns)], columns=frame.columns)
-    return pd.concat([frame.iloc[:5], header, frame.iloc[5:]], ignore_index=True)
-
-
-def _cell(column: str, row: int, value: str):
-    def change(frame: pd.DataFrame) -> pd.DataFrame:
-        frame = frame.copy()
-        frame.loc[row, column] = value
-        return frame
-
-    return change
-
 
 # case -> (how to break the sample, what the message must name)
 CASES = {
     "missing-column": (lambda f: f.drop(columns=["hours_per_week"]), "'hours_per_week'"),
     "extra-column": (lambda f: f.assign(zip_code="1"), "unexpected column(s) ['zip_code']"),
-    "wrong-type": (_cell("age", 9, "abc"), "column 'age' expects numbers, found 'abc' (row 10)"),
-    "unknown-category": (_cell("race", 2, "Martian"), "unknown category 'Martian' (row 3)"),
+    "wrong-type": (set_cell("age", 9, "abc"), "column 'age' expects numbers, found 'abc' (row 10)"),
+    "unknown-category": (set_cell("race", 2, "Martian"), "unknown category 'Martian' (row 3)"),
     "empty": (lambda f: f.iloc[:0], "no data rows"),
     "all-null-column": (lambda f: f.assign(workclass=""), "column 'workclass' has no values"),
     "one-class-target": (lambda f: f.assign(income=">50K"), "target 'income' has 1 class(es)"),
-    "duplicated-header": (_header_row, "row 6 repeats the header row"),
+    "duplicated-header": (with_header_row(5), "row 6 repeats the header row"),
 }
 
 

@@ -1,10 +1,9 @@
 """Every validation case: the error names the file, the column and the value."""
 
-from collections.abc import Callable
-
 import pandas as pd
 import pytest
 
+from tests.conftest import set_cell, with_header_row
 from trustflow.config import TabularConfig
 from trustflow.data.validate import validate_frame
 from trustflow.errors import DataValidationError
@@ -12,30 +11,16 @@ from trustflow.errors import DataValidationError
 SCHEMA = TabularConfig().data.dataset
 
 
-def _set(column: str, row: int, value: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    def change(frame: pd.DataFrame) -> pd.DataFrame:
-        frame = frame.copy()
-        frame.loc[row, column] = value
-        return frame
-
-    return change
-
-
-def _header_row(frame: pd.DataFrame) -> pd.DataFrame:
-    header = pd.DataFrame([list(frame.columns)], columns=frame.columns)
-    return pd.concat([frame.iloc[:10], header, frame.iloc[10:]], ignore_index=True)
-
-
 # (mutation, fragments the message must contain)
 BAD_INPUTS = {
     "missing column": (lambda f: f.drop(columns=["age"]), ["missing column", "'age'"]),
     "extra column": (lambda f: f.assign(zip_code="12345"), ["unexpected column", "'zip_code'"]),
-    "wrong type": (_set("age", 3, "forty"), ["column 'age' expects numbers", "'forty'", "row 4"]),
-    "unknown category": (_set("sex", 7, "Alien"), ["'sex'", "unknown category 'Alien'", "row 8"]),
+    "wrong type": (set_cell("age", 3, "forty"), ["'age' expects numbers", "'forty'", "row 4"]),
+    "unknown category": (set_cell("sex", 7, "Alien"), ["'sex'", "category 'Alien'", "row 8"]),
     "empty data": (lambda f: f.iloc[:0], ["no data rows"]),
     "all-null column": (lambda f: f.assign(occupation="?"), ["column 'occupation'", "all null"]),
     "one target class": (lambda f: f.assign(income="<=50K"), ["target 'income'", "1 class(es)"]),
-    "duplicated header row": (_header_row, ["row 11 repeats the header row"]),
+    "duplicated header row": (with_header_row(10), ["row 11 repeats the header row"]),
 }  # fmt: skip
 
 
@@ -67,7 +52,7 @@ def test_missing_values_follow_the_impute_policy(adult_sample: pd.DataFrame) -> 
 
 
 def test_rows_without_a_label_are_dropped_under_either_policy(adult_sample: pd.DataFrame) -> None:
-    frame, report = validate_frame(_set("income", 0, "?")(adult_sample), SCHEMA, "impute", "x")
+    frame, report = validate_frame(set_cell("income", 0, "?")(adult_sample), SCHEMA, "impute", "x")
     assert report.rows_dropped == 1 and len(frame) == 2999
 
 
