@@ -51,7 +51,7 @@ def plain_script(config: TabularConfig, out: Path) -> float:
         model = train_candidate(preprocessor, features, target, candidate, config.train.seed)
         evaluation = evaluate_model(model, test_x, test_y)
         roc_figure(evaluation, candidate.name).savefig(out / f"roc-{candidate.name}.png")
-        confusion_figure(evaluation, candidate.name, ("<=50K", ">50K")).savefig(
+        confusion_figure(evaluation, candidate.name, schema.target_labels).savefig(
             out / f"cm-{candidate.name}.png"
         )
         graph = convert_pipeline(model, schema, config.onnx).SerializeToString()

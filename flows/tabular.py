@@ -17,7 +17,7 @@ from tasks import tracking
 from tasks.data import ingest_dataset, split_dataset, validate_dataset, version_dataset
 from tasks.export import ExportedCandidate, export_onnx
 from tasks.train import EvaluatedCandidate, evaluate, preprocess, train
-from trustflow.config import TabularConfig, lower_is_better
+from trustflow.config import Metric, TabularConfig, lower_is_better
 from trustflow.errors import GateFailed
 from trustflow.workspace import Workspace
 
@@ -64,10 +64,10 @@ class RunSummary(BaseModel):
     workspace: str
 
 
-def pick_best(evaluated: list[EvaluatedCandidate], metric: str) -> EvaluatedCandidate:
+def pick_best(evaluated: list[EvaluatedCandidate], metric: Metric) -> EvaluatedCandidate:
     def score(item: EvaluatedCandidate) -> float:
         value = float(getattr(item.evaluation.metrics, metric))
-        return -value if lower_is_better(metric) else value  # type: ignore[arg-type]
+        return -value if lower_is_better(metric) else value
 
     return max(evaluated, key=score)
 

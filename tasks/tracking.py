@@ -47,6 +47,7 @@ from trustflow.refs import DataRef
 from trustflow.workspace import Workspace
 
 SHA_TAG = "trustflow.model_sha256"
+ONNX_SHA_TAG = "trustflow.onnx_sha256"
 # MLflow saves scikit-learn models with skops (no pickle). Beyond its defaults, our pipelines hold
 # these two types: the encoder's output dtype and the boosted trees. We trained the models in this
 # run, so they are trusted by construction; anything else stays refused.
@@ -173,10 +174,20 @@ def _dataset_input(data: DataRef, schema: DatasetSchema) -> DatasetInput:
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
 
 
-def _find_logged_model(experiment_id: str, sha256: str) -> str | None:
+def content_tags(model_sha256: str, export: ExportedCandidate) -> dict[str, str]:
+    """What a logged model or a registered version holds: the native model and its ONNX form.
+    Equal tags mean equal content, so it is reused instead of logged or registered again."""
+    return {SHA_TAG: model_sha256, ONNX_SHA_TAG: export.onnx.sha256 if export.onnx else "none"}
+
+
+def _content_filter(tags: dict[str, str]) -> str:
+    return " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+
+
+def _find_logged_model(experiment_id: str, tags: dict[str, str]) -> str | None:
     found = mlflow.search_logged_models(
         experiment_ids=[experiment_id],
-        filter_string=f"tags.`{SHA_TAG}` = '{sha256}'",
+        filter_string=_content_filter(tags),
         max_results=1,
         output_format="list",
     )
@@ -273,8 +284,9 @@ def track_pipeline(
                             "onnx.size_bytes": export.report.size_bytes,
                         }
                     )
-                mlflow.set_tags({SHA_TAG: candidate.model.sha256, "trustflow.data.md5": data.md5})
-                uri = _find_logged_model(run.experiment_id, candidate.model.sha256)
+                content = content_tags(candidate.model.sha256, export)
+                mlflow.set_tags({**content, "trustflow.data.md5": data.md5})
+                uri = _find_logged_model(run.experiment_id, content)
                 if uri is None:
                     model = load_artifact(candidate.model)
                     info = Model.log(
@@ -285,7 +297,7 @@ def track_pipeline(
                         signature=infer_signature(example, model.predict(example)),
                         input_example=example,
                         pip_requirements=MODEL_REQUIREMENTS,
-                        tags={SHA_TAG: candidate.model.sha256},
+                        tags=content,
                         skops_trusted_types=SKOPS_TRUSTED_TYPES,
                     )
                     uri = info.model_uri
@@ -319,13 +331,15 @@ def register_best(
     data: DataRef,
     registry: RegistryConfig,
 ) -> tuple[str, bool]:
-    """Register the best candidate as a version of ``registry.model_name``; an identical model
-    (same sha256) already registered is reused instead of duplicated."""
+    """Register the best candidate as a version of ``registry.model_name``; a version with the
+    same content (native and ONNX hashes) is reused instead of duplicated."""
     client = MlflowClient()
-    name, sha = registry.model_name, best.candidate.model.sha256
+    name = registry.model_name
+    content = content_tags(best.candidate.model.sha256, export)
     existing: list[Any]
     try:
-        existing = list(client.search_model_versions(f"name='{name}' and tags.`{SHA_TAG}`='{sha}'"))
+        query = f"name='{name}' and {_content_filter(content)}"
+        existing = list(client.search_model_versions(query))
     except MlflowException:  # the registered model does not exist yet
         existing = []
     if existing:
@@ -343,7 +357,7 @@ def register_best(
         run_id=run.candidate_runs[best.candidate.name],
         model_id=model_uri.removeprefix("models:/"),
         tags={
-            SHA_TAG: sha,
+            **content,
             "trustflow.candidate": best.candidate.name,
             "trustflow.run_id": run.run_id,
             "trustflow.data.md5": data.md5,

@@ -71,15 +71,10 @@ def evaluate(
 ) -> EvaluatedCandidate:
     features, target = features_and_target(read_frame(test), schema)
     evaluation = evaluate_model(load_artifact(candidate.model), features, target)
-    negative = next(
-        c
-        for c in schema.columns[schema.target.column].categories  # type: ignore[union-attr]
-        if c != schema.target.positive
-    )
     figures = ws.artifacts_dir / "figures"
     roc = roc_figure(evaluation, f"ROC: {candidate.name}")
     confusion = confusion_figure(
-        evaluation, f"Confusion matrix: {candidate.name}", (negative, schema.target.positive)
+        evaluation, f"Confusion matrix: {candidate.name}", schema.target_labels
     )
     return EvaluatedCandidate(
         candidate=candidate,

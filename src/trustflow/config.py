@@ -73,6 +73,14 @@ class DatasetSchema(Frozen):
         return self
 
     @property
+    def target_labels(self) -> tuple[str, str]:
+        """(negative, positive) labels of the target, in the order of the 0/1 encoding."""
+        target = self.columns[self.target.column]
+        assert isinstance(target, CategoricalColumn)  # checked by _consistent
+        negative = next(c for c in target.categories if c != self.target.positive)
+        return negative, self.target.positive
+
+    @property
     def feature_columns(self) -> list[str]:
         return [c for c in self.columns if c != self.target.column]
 

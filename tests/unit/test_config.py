@@ -16,6 +16,7 @@ def test_default_schema_is_the_bundled_adult_contract() -> None:
     schema = TabularConfig().data.dataset
     assert schema.target.column == "income" and schema.target.positive == ">50K"
     assert schema.sensitive_features == ("sex", "race")
+    assert schema.target_labels == ("<=50K", ">50K")
     assert len(schema.feature_columns) == 14
     assert all(schema.columns[c].bounds for c in schema.numeric_features)  # type: ignore[union-attr]
 
