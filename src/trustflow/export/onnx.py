@@ -2,7 +2,8 @@
 
 The graph has one input per feature column, named like the column: numbers as double, categories
 as strings (a missing category is sent as "" and, like any unknown value, encodes as all zeros).
-Outputs: ``label`` (int64) and ``probabilities`` (one column per class).
+Outputs: ``label`` (int64) and ``probabilities`` (one column per class). The graph's metadata
+names the data set, the target column and the class labels.
 
 Two fixes to skl2onnx 1.20, registered as converters (nothing of skl2onnx is patched):
 
@@ -18,6 +19,7 @@ Two fixes to skl2onnx 1.20, registered as converters (nothing of skl2onnx is pat
 
 from __future__ import annotations
 
+import json
 import time
 from functools import cache
 from typing import Any
@@ -31,6 +33,10 @@ from sklearn.pipeline import Pipeline
 from trustflow.config import DatasetSchema, OnnxConfig
 
 ML_OPSET = 3  # ai.onnx.ml
+# Keys of the graph's metadata_props.
+METADATA_DATASET = "trustflow.dataset"
+METADATA_TARGET = "trustflow.target"
+METADATA_CLASSES = "trustflow.classes"  # JSON list: the label of output class 0, 1, ...
 
 
 class _IntegerFlags:
@@ -145,6 +151,14 @@ def convert_pipeline(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) ->
         target_opset={"": cfg.opset, "ai.onnx.ml": ML_OPSET},
         options={id(model): {"zipmap": False}},
     )
+    # What a server needs beyond the graph: the label names behind the 0/1 output.
+    negative, positive = schema.target_labels
+    for key, value in {
+        METADATA_DATASET: schema.name,
+        METADATA_TARGET: schema.target.column,
+        METADATA_CLASSES: json.dumps([negative, positive]),
+    }.items():
+        graph.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(graph, full_check=True)
     return graph
 
