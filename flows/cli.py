@@ -39,6 +39,29 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workspace", help="workspace directory (default: $TRUSTFLOW_WORKSPACE or .)")
     run.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     run.add_argument("--debug", action="store_true", help="show Prefect's logs and tracebacks")
+
+    serve = commands.add_parser("serve", help="serve a model over HTTP with ONNX Runtime")
+    serve.add_argument(
+        "--model",
+        required=True,
+        help="models:/NAME@ALIAS (follows the alias), models:/NAME/VERSION or path/to/model.onnx",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    serve.add_argument("--max-rows", type=int, default=10_000, help="rows per request")
+    serve.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=10.0,
+        help="how often to look for a new release of the alias (or file)",
+    )
+    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    serve.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker")
+    serve.add_argument("--workspace", help="workspace whose registry resolves models:/ URIs")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--debug", action="store_true", help="tracebacks on errors")
     return parser
 
 
@@ -105,7 +128,7 @@ def _fail(err: Console, args: argparse.Namespace, exc: BaseException) -> int:
     err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     if not known and not args.debug:
         err.print("[dim](run again with --debug for the full traceback)[/dim]")
-    if args.json:
+    if getattr(args, "json", False):
         print(json.dumps({"state": "FAILED", "error": message, "error_type": type(exc).__name__}))
     return 1
 
@@ -153,9 +176,42 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_command(args: argparse.Namespace) -> int:
+    err = Console(stderr=True, highlight=False)
+    from pydantic import ValidationError
+
+    from flows.serve import serve
+    from trustflow.errors import ConfigError, TrustflowError
+    from trustflow.serving.app import ServeSettings
+    from trustflow.workspace import Workspace
+
+    try:
+        settings = ServeSettings(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            max_body_bytes=args.max_body_bytes,
+            max_rows=args.max_rows,
+            poll_seconds=args.poll_seconds,
+            device=args.device,
+            threads=args.threads,
+        )
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        option = str(problem["loc"][0]).replace("_", "-")
+        return _fail(err, args, ConfigError(f"--{option}: {problem['msg']}"))
+    try:
+        serve(args.model, settings, Workspace.resolve(args.workspace), args.access_log)
+    except TrustflowError as exc:
+        return _fail(err, args, exc)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "serve":
+            return serve_command(args)
         return run_command(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +46,11 @@ from trustflow.evaluate import evaluate_model
 from trustflow.io import load_artifact, read_frame
 from trustflow.models.preprocess import features_and_target
 from trustflow.refs import DataRef
+from trustflow.serving.scorer import ModelLoadError, ModelRejected, ModelRelease
 from trustflow.workspace import Workspace
 
 SHA_TAG = "trustflow.model_sha256"
+PARITY_PASSED_TAG = "trustflow.onnx.parity_passed"
 ONNX_SHA_TAG = "trustflow.onnx_sha256"
 # MLflow saves scikit-learn models with skops (no pickle). Beyond its defaults, our pipelines hold
 # these two types: the encoder's output dtype and the boosted trees. We trained the models in this
@@ -361,7 +365,7 @@ def register_best(
             "trustflow.candidate": best.candidate.name,
             "trustflow.run_id": run.run_id,
             "trustflow.data.md5": data.md5,
-            "trustflow.onnx.parity_passed": str(export.passed).lower(),
+            PARITY_PASSED_TAG: str(export.passed).lower(),
             "trustflow.onnx.parity": export.reason(),
             **{f"trustflow.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
         },
@@ -440,3 +444,65 @@ def record_outcome(run_id: str, promotion: Promotion) -> None:
         f"Registered {promotion.name} v{promotion.version}: {promotion.reason}",
     )
     client.log_dict(run_id, promotion.model_dump(mode="json"), "promotion.json")
+
+
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+class RegistrySource:
+    """Releases of a registered model for the inference server: ``models:/NAME@ALIAS`` follows
+    the alias (a new champion is a new release), ``models:/NAME/VERSION`` stays put. Only the
+    ONNX form is fetched, and only from versions that passed their parity gate."""
+
+    def __init__(self, uri: str) -> None:
+        match = MODEL_URI.match(uri)
+        if match is None:
+            raise ModelLoadError(
+                f"model URI '{uri}': expected models:/NAME@ALIAS, models:/NAME/VERSION or a "
+                "path to an .onnx file"
+            )
+        self.name, self.alias, self.version = match["name"], match["alias"], match["version"]
+        self.description = uri
+
+    def _model_version(self) -> Any:
+        client = MlflowClient()
+        try:
+            if self.alias is not None:
+                return client.get_model_version_by_alias(self.name, self.alias)
+            return client.get_model_version(self.name, self.version)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise ModelLoadError(
+                    f"{self.description}: not in the registry at {mlflow.get_registry_uri()} "
+                    f"({exc.message})"
+                ) from None
+            raise
+
+    def _fetch(self, version: Any) -> ModelRelease:
+        label = f"{self.name} v{version.version}"
+        if version.tags.get(PARITY_PASSED_TAG) != "true":
+            reason = version.tags.get("trustflow.onnx.parity", "no ONNX parity result recorded")
+            raise ModelRejected(f"{label} cannot be served: {reason}")
+        with tempfile.TemporaryDirectory(prefix="trustflow-serve-") as tmp:
+            try:
+                path = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{self.name}/{version.version}/model.onnx", dst_path=tmp
+                )
+            except (MlflowException, OSError) as exc:
+                raise ModelLoadError(f"{label} has no ONNX form to serve ({exc})") from None
+            graph = Path(path).read_bytes()
+        return ModelRelease(
+            name=self.name,
+            version=str(version.version),
+            source=f"models:/{self.name}/{version.version}",
+            graph=graph,
+        )
+
+    def load(self) -> ModelRelease:
+        return self._fetch(self._model_version())
+
+    def poll(self, current: ModelRelease) -> ModelRelease | None:
+        if self.alias is None:
+            return None
+        version = self._model_version()
+        return None if str(version.version) == current.version else self._fetch(version)

@@ -1,0 +1,145 @@
+"""``trustflow serve``: the inference server (src/trustflow/serving) on uvicorn.
+
+The model is checked before the port is bound (a missing alias, a model that failed parity or a
+port in use is one line and a non-zero exit). With ``--workers N`` uvicorn starts N processes;
+each builds its own app from $TRUSTFLOW_SERVE_SPEC and loads the model itself, and Prometheus'
+multiprocess mode sums their metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+from trustflow.serving.app import (
+    FileSource,
+    ModelSource,
+    ScoringRoutes,
+    ServeSettings,
+    create_app,
+)
+from trustflow.serving.scorer import ModelLoadError, ModelRelease, Scorer
+from trustflow.workspace import Workspace
+
+SPEC_ENV = "TRUSTFLOW_SERVE_SPEC"
+
+
+def model_source(model: str, ws: Workspace) -> ModelSource:
+    """``models:/...`` from the workspace's registry (or $MLFLOW_TRACKING_URI), else a file."""
+    if model.startswith("models:/"):
+        from tasks.tracking import RegistrySource, configure  # imports MLflow: only when needed
+
+        configure(ws)
+        return RegistrySource(model)
+    path = Path(model).expanduser().resolve()
+    if path.suffix != ".onnx":
+        raise ModelLoadError(
+            f"--model {model}: expected models:/NAME@ALIAS, models:/NAME/VERSION or an .onnx file"
+        )
+    return FileSource(path)
+
+
+class DeferredSource:
+    """Builds the real source on first use. A worker starts serving the release its parent
+    already fetched; the registry client (MLflow, seconds to import) is only built by the
+    watcher thread, when it first polls for a newer release."""
+
+    def __init__(self, model: str, ws: Workspace) -> None:
+        self.model, self.ws = model, ws
+        self.description = model
+        self._source: ModelSource | None = None
+
+    def _real(self) -> ModelSource:
+        if self._source is None:
+            self._source = model_source(self.model, self.ws)
+        return self._source
+
+    def load(self) -> ModelRelease:
+        return self._real().load()
+
+    def poll(self, current: ModelRelease) -> ModelRelease | None:
+        return self._real().poll(current)
+
+
+def app_from_env() -> ScoringRoutes:
+    """The uvicorn factory each worker process calls when --workers > 1."""
+    spec = json.loads(os.environ[SPEC_ENV])
+    _log_to_stderr()
+    initial = ModelRelease(**spec["release"], graph=Path(spec["graph"]).read_bytes())
+    source = DeferredSource(spec["model"], Workspace(root=spec["workspace"]))
+    return create_app(source, ServeSettings(**spec["settings"]), initial=initial)
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("trustflow.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ModelLoadError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def serve(model: str, settings: ServeSettings, ws: Workspace, access_log: bool = False) -> None:
+    import uvicorn
+
+    source = model_source(model, ws)
+    release = source.load()
+    scorer = Scorer(release, settings.device, settings.threads)  # fails here, not per worker
+    _check_port(settings.host, settings.port)
+    _log_to_stderr()
+    logging.getLogger("trustflow.serve").info(
+        "%s v%s on http://%s:%d (%d worker%s, %s); docs at /docs",
+        release.name,
+        release.version,
+        settings.host,
+        settings.port,
+        settings.workers,
+        "" if settings.workers == 1 else "s",
+        ", ".join(scorer.providers),
+    )
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "warning",
+        "access_log": access_log,
+        "loop": "uvloop",
+        "http": "httptools",
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(source, settings, initial=release), **options)  # type: ignore[arg-type]
+        return
+    with tempfile.TemporaryDirectory(prefix="trustflow-serve-") as shared:
+        graph = Path(shared) / "initial.onnx"
+        graph.write_bytes(release.graph)
+        metrics_dir = Path(shared) / "metrics"
+        metrics_dir.mkdir()
+        spec = {
+            "model": model,
+            "workspace": str(ws.root),
+            "settings": settings.model_dump(),
+            "release": {"name": release.name, "version": release.version, "source": release.source},
+            "graph": str(graph),
+        }
+        os.environ[SPEC_ENV] = json.dumps(spec)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        uvicorn.run(
+            "flows.serve:app_from_env",
+            factory=True,
+            workers=settings.workers,
+            **options,  # type: ignore[arg-type]
+        )

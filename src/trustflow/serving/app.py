@@ -1,0 +1,515 @@
+"""The inference server: an ASGI app over onnxruntime.
+
+Endpoints: ``POST /invocations`` (MLflow's scoring protocol, JSON or CSV), ``POST /v1/predict``
+(records in, labels and probabilities out), ``GET /healthz`` (the process is up; ``/ping`` is
+MLflow's name for it), ``GET /readyz`` (a model is loaded), ``GET /metrics`` (Prometheus), and
+OpenAPI docs at ``/docs``.
+
+A watcher thread loads the model, then asks the :class:`ModelSource` every ``poll_seconds``
+whether a newer release exists (an alias that moved, a file that changed). A new release is
+loaded next to the old one and swapped in with one assignment: requests already running keep
+the scorer they started with, so a reload fails none of them.
+"""
+
+from __future__ import annotations
+
+import gc
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from trustflow.serving.protocol import MLFLOW_KEYS, mlflow_columns, predict_columns
+from trustflow.serving.scorer import (
+    NUMBER,
+    Device,
+    ModelLoadError,
+    ModelRejected,
+    ModelRelease,
+    PayloadError,
+    Scorer,
+    csv_columns,
+)
+
+log = logging.getLogger("trustflow.serve")
+
+TOKEN_ENV = "TRUSTFLOW_SERVE_TOKEN"
+ERROR_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    413: "REQUEST_LIMIT_EXCEEDED",
+    415: "BAD_REQUEST",
+    500: "INTERNAL_ERROR",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServeSettings(BaseModel):
+    """What ``trustflow serve`` is told on its command line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+    max_rows: int = Field(default=10_000, ge=1)
+    poll_seconds: float = Field(default=10.0, gt=0)
+    device: Device = "auto"
+    threads: int = Field(default=1, ge=1)  # onnxruntime intra-op threads per worker
+
+
+class ModelSource(Protocol):
+    """Where releases come from: a registry alias, a fixed version, a file."""
+
+    description: str
+
+    def load(self) -> ModelRelease:
+        """The release to serve now; raises ModelLoadError (or ModelRejected)."""
+        ...
+
+    def poll(self, current: ModelRelease) -> ModelRelease | None:
+        """A release newer than ``current``, or None when it is still the one to serve."""
+        ...
+
+
+class FileSource:
+    """An ``.onnx`` file; a changed file (by content) is a new release."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.description = str(path)
+        self._seen: tuple[int, int] | None = None
+
+    def load(self) -> ModelRelease:
+        import hashlib
+
+        try:
+            stat = self.path.stat()
+            graph = self.path.read_bytes()
+        except OSError as exc:
+            raise ModelLoadError(f"{self.path}: cannot read the model ({exc.strerror})") from exc
+        self._seen = (stat.st_mtime_ns, stat.st_size)
+        return ModelRelease(
+            name=self.path.stem,
+            version=hashlib.sha256(graph).hexdigest()[:12],
+            source=str(self.path),
+            graph=graph,
+        )
+
+    def poll(self, current: ModelRelease) -> ModelRelease | None:
+        stat = self.path.stat()
+        if (stat.st_mtime_ns, stat.st_size) == self._seen:
+            return None
+        release = self.load()
+        return None if release.version == current.version else release
+
+
+def _metrics(multiprocess: bool) -> Any:
+    """Prometheus metrics in a registry of this app's own (so several apps in one process, as
+    in tests, do not collide). With several workers, prometheus_client's multiprocess mode
+    ($PROMETHEUS_MULTIPROC_DIR) adds up all workers' values at scrape time."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    exposition = registry
+    if multiprocess:
+        exposition = CollectorRegistry()
+        MultiProcessCollector(exposition)
+
+    class Metrics:
+        requests = Counter(
+            "trustflow_requests",
+            "HTTP requests answered, by endpoint and status",
+            ["endpoint", "status"],
+            registry=registry,
+        )
+        errors = Counter(
+            "trustflow_request_errors",
+            "Requests answered with a 4xx or 5xx status",
+            ["endpoint", "status"],
+            registry=registry,
+        )
+        latency = Histogram(
+            "trustflow_request_duration_seconds",
+            "Time from request to response, by endpoint",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        rows = Counter("trustflow_predicted_rows", "Rows scored", ["endpoint"], registry=registry)
+        reloads = Counter(
+            "trustflow_model_reloads",
+            "Model loads by outcome (loaded, rejected, error)",
+            ["outcome"],
+            registry=registry,
+        )
+        model = Gauge(
+            "trustflow_model_info",
+            "The model being served (value 1)",
+            ["name", "version"],
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+
+    Metrics.exposition = exposition  # type: ignore[attr-defined]
+    return Metrics
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _error_body(status: int, message: str) -> dict[str, str]:
+    """MLflow's error shape."""
+    return {"error_code": ERROR_CODES.get(status, "BAD_REQUEST"), "message": message}
+
+
+def _error(status: int, message: str) -> Response:
+    return _json(_error_body(status, message), status)
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # Python's json.dumps writes NaN for a missing number, as MLflow's client may send
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(400, f"the body is not valid JSON: {exc}") from None
+
+
+class InferenceServer:
+    def __init__(
+        self, source: ModelSource, settings: ServeSettings, initial: ModelRelease | None = None
+    ) -> None:
+        self.source = source
+        self.settings = settings
+        self.initial = initial
+        self.scorer: Scorer | None = None
+        self.not_ready_reason = "loading the model"
+        self.rejected: set[str] = set()
+        self.stop = threading.Event()
+        self.token = os.environ.get(TOKEN_ENV) or None
+        self.metrics = _metrics(bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")))
+
+    # -- model lifecycle -------------------------------------------------------------------
+
+    def install(self, release: ModelRelease) -> None:
+        scorer = Scorer(release, self.settings.device, self.settings.threads)
+        previous, self.scorer = self.scorer, scorer  # the swap: one reference assignment
+        if previous is not None:
+            self.metrics.model.remove(previous.release.name, previous.release.version)
+        self.metrics.model.labels(release.name, release.version).set(1)
+        self.metrics.reloads.labels("loaded").inc()
+        log.info(
+            "serving %s version %s (%s) on %s",
+            release.name,
+            release.version,
+            release.source,
+            ", ".join(scorer.providers),
+        )
+
+    def _refuse(self, exc: ModelLoadError) -> None:
+        if str(exc) in self.rejected:  # counted and said once, not on every poll
+            return
+        self.rejected.add(str(exc))
+        outcome = "rejected" if isinstance(exc, ModelRejected) else "error"
+        self.metrics.reloads.labels(outcome).inc()
+        log.warning("%s; keeping the current model", exc)
+
+    def watch(self) -> None:
+        """Load, then poll for new releases until stopped. Never raises: a registry that is
+        down or a bad release leaves the current model serving."""
+        while self.scorer is None and not self.stop.is_set():
+            try:
+                self.install(self.source.load())
+            except ModelLoadError as exc:
+                self.not_ready_reason = str(exc)
+                self._refuse(exc)
+                self.stop.wait(self.settings.poll_seconds)
+            except Exception as exc:  # e.g. the registry is unreachable
+                self.not_ready_reason = f"{type(exc).__name__}: {exc}"
+                log.warning("cannot load %s: %s", self.source.description, exc)
+                self.stop.wait(self.settings.poll_seconds)
+        while not self.stop.wait(self.settings.poll_seconds):
+            current = self.scorer
+            assert current is not None
+            try:
+                release = self.source.poll(current.release)
+                if release is not None:
+                    self.install(release)
+            except ModelLoadError as exc:
+                self._refuse(exc)
+            except Exception as exc:
+                self.metrics.reloads.labels("error").inc()
+                log.warning("polling %s failed: %s", self.source.description, exc)
+
+    # -- request handling ------------------------------------------------------------------
+
+    def _authorize(self, headers: dict[bytes, bytes]) -> None:
+        if self.token is None:
+            return
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self.token):
+            raise PayloadError(401, f"missing or wrong bearer token (set by ${TOKEN_ENV})")
+
+    async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            raise PayloadError(
+                413, f"the body has {int(declared)} bytes; the limit is {limit} (--max-body-bytes)"
+            )
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise PayloadError(400, "the client disconnected before sending the body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadError(413, f"the body exceeds {limit} bytes (--max-body-bytes)")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    def _ready_scorer(self) -> Scorer:
+        scorer = self.scorer  # a snapshot: a reload during this request does not affect it
+        if scorer is None:
+            raise PayloadError(503, f"no model loaded yet: {self.not_ready_reason}")
+        return scorer
+
+    def _check_rows(self, rows: int) -> None:
+        if rows == 0:
+            raise PayloadError(400, "the request has no rows")
+        if rows > self.settings.max_rows:
+            raise PayloadError(
+                413, f"{rows} rows exceed the limit of {self.settings.max_rows} (--max-rows)"
+            )
+
+    async def score(self, scope: Scope, receive: Receive, endpoint: str) -> tuple[int, bytes]:
+        """One scoring request, straight from ASGI: (status, JSON body)."""
+        started = time.perf_counter()
+        status = 200
+        try:
+            headers = dict(scope["headers"])
+            self._authorize(headers)
+            body = await self._body(headers, receive)
+            scorer = self._ready_scorer()
+            content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
+            if endpoint == "invocations" and "csv" in content_type:
+                numeric = {name for name, kind in scorer.columns.items() if kind == NUMBER}
+                columns, rows = csv_columns(body.decode("utf-8", "replace"), numeric)
+            elif "json" not in content_type:
+                raise PayloadError(
+                    415, f"content type '{content_type}': send application/json or text/csv"
+                )
+            elif endpoint == "invocations":
+                columns, rows = mlflow_columns(_parse_json(body))
+            else:
+                columns, rows = predict_columns(_parse_json(body))
+            self._check_rows(rows)
+            labels, probabilities = scorer.predict(columns, rows)
+            if endpoint == "invocations":
+                answer: Any = {"predictions": labels.tolist()}
+            else:
+                release = scorer.release
+                answer = {
+                    "model": {"name": release.name, "version": release.version},
+                    "classes": scorer.classes,
+                    "labels": scorer.class_names(labels),
+                    "probabilities": probabilities.tolist(),
+                }
+            self.metrics.rows.labels(endpoint).inc(rows)
+        except PayloadError as exc:
+            status, answer = exc.status, _error_body(exc.status, exc.message)
+        except Exception as exc:  # the server stays up; the client learns what failed
+            log.exception("scoring failed")
+            status = 500
+            answer = _error_body(500, f"scoring failed: {type(exc).__name__}: {exc}")
+        self._observe(endpoint, status, started)
+        return status, orjson.dumps(answer)
+
+    def _observe(self, endpoint: str, status: int, started: float) -> None:
+        self.metrics.requests.labels(endpoint, status).inc()
+        if status >= 400:
+            self.metrics.errors.labels(endpoint, status).inc()
+        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    def ready(self) -> Response:
+        scorer = self.scorer
+        if scorer is None:
+            return _json({"ready": False, "reason": self.not_ready_reason}, 503)
+        release = scorer.release
+        return _json(
+            {
+                "ready": True,
+                "model": {"name": release.name, "version": release.version},
+                "source": release.source,
+                "providers": scorer.providers,
+            }
+        )
+
+    def metrics_text(self, request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        try:
+            self._authorize(dict(request.scope["headers"]))
+        except PayloadError as exc:
+            return _error(exc.status, exc.message)
+        return Response(generate_latest(self.metrics.exposition), media_type=CONTENT_TYPE_LATEST)
+
+
+def _records_schema() -> dict[str, Any]:
+    record = {"type": "object", "additionalProperties": {"type": ["number", "string", "null"]}}
+    return {"type": "array", "items": record}
+
+
+INVOCATIONS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": f"exactly one of {', '.join(MLFLOW_KEYS)}",
+                    "properties": {
+                        "dataframe_split": {
+                            "type": "object",
+                            "properties": {
+                                "columns": {"type": "array", "items": {"type": "string"}},
+                                "data": {"type": "array", "items": {"type": "array"}},
+                            },
+                        },
+                        "dataframe_records": _records_schema(),
+                        "instances": {},
+                        "inputs": {},
+                    },
+                }
+            },
+            "text/csv": {"schema": {"type": "string"}},
+        },
+    }
+}
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["records"],
+                    "properties": {"records": _records_schema()},
+                }
+            }
+        },
+    }
+}
+
+
+def create_app(
+    source: ModelSource, settings: ServeSettings, initial: ModelRelease | None = None
+) -> ScoringRoutes:
+    """The ASGI app; ``initial`` is a release already fetched (the CLI checks it up front)."""
+    server = InferenceServer(source, settings, initial)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # What exists at start-up lives as long as the server: keep the collector off it, and
+        # collect less often (each request makes a few hundred short-lived objects), which cuts
+        # the latency tail that full collections add.
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
+        if server.initial is not None:
+            # Before the worker accepts connections: with several workers, none of them
+            # answers 503 while another is already serving.
+            server.install(server.initial)
+            server.initial = None
+        watcher = threading.Thread(target=server.watch, name="model-watcher", daemon=True)
+        watcher.start()
+        yield
+        server.stop.set()
+        watcher.join(timeout=5)
+
+    app = FastAPI(
+        title="trustflow inference server",
+        description=f"ONNX Runtime serving {source.description}",
+        lifespan=lifespan,
+    )
+
+    # Declared for the OpenAPI docs; requests to them are answered by ScoringRoutes first.
+    @app.post("/invocations", openapi_extra=INVOCATIONS_BODY)
+    async def invocations(request: Request) -> Response:
+        """MLflow's scoring protocol: answers {"predictions": [class index, ...]}."""
+        status, body = await server.score(request.scope, request.receive, "invocations")
+        return Response(body, status, media_type="application/json")
+
+    @app.post("/v1/predict", openapi_extra=PREDICT_BODY)
+    async def predict(request: Request) -> Response:
+        """Records in; class labels and per-class probabilities out."""
+        status, body = await server.score(request.scope, request.receive, "predict")
+        return Response(body, status, media_type="application/json")
+
+    @app.get("/healthz")
+    @app.get("/ping", include_in_schema=False)  # MLflow's clients wait on /ping
+    async def healthz() -> Response:
+        """The process is up (it may still be loading its model: see /readyz)."""
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """200 with the model being served, 503 until one is loaded."""
+        return server.ready()
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format: requests, errors, latency histogram, reloads."""
+        return server.metrics_text(request)
+
+    return ScoringRoutes(app, server)
+
+
+class ScoringRoutes:
+    """ASGI: the two scoring routes go straight to the server, the rest to FastAPI. FastAPI's
+    routing and dependency machinery cost ~130 us a request, half of a one-row prediction."""
+
+    ROUTES: ClassVar[dict[str, str]] = {"/invocations": "invocations", "/v1/predict": "predict"}
+
+    def __init__(self, app: FastAPI, server: InferenceServer) -> None:
+        self.app: ASGIApp = app
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.ROUTES.get(scope.get("path", ""))
+        if endpoint is None or scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        status, body = await self.server.score(scope, receive, endpoint)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

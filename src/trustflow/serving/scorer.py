@@ -1,0 +1,192 @@
+"""An ONNX graph, its input signature, and turning request columns into predictions.
+
+Everything here runs per request, so it works on plain lists and NumPy arrays (no pandas): a
+one-row request costs tens of microseconds, not the milliseconds a DataFrame would.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from trustflow.errors import TrustflowError
+from trustflow.export.onnx import METADATA_CLASSES, METADATA_DATASET, METADATA_TARGET
+
+Device = Literal["auto", "cpu", "cuda"]
+NUMBER, TEXT = "number", "string"
+ONNX_KINDS = {"tensor(double)": NUMBER, "tensor(float)": NUMBER, "tensor(string)": TEXT}
+
+
+class PayloadError(ValueError):
+    """A request the server refuses: ``status`` is the HTTP status, the message names the field."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ModelLoadError(TrustflowError):
+    """A model this server cannot serve (missing, unsupported inputs, no usable device)."""
+
+
+class ModelRejected(ModelLoadError):
+    """A model that exists but may not be deployed (it failed its ONNX parity gate)."""
+
+
+@dataclass(frozen=True)
+class ModelRelease:
+    """One servable model: where it came from, which version, and the graph's bytes."""
+
+    name: str
+    version: str
+    source: str  # models:/NAME/VERSION or a file path
+    graph: bytes
+
+
+def providers_for(device: Device) -> list[str]:
+    """onnxruntime execution providers: CUDA when asked for or (``auto``) when present."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cuda" and not has_cuda:
+        raise ModelLoadError(
+            "--device cuda: onnxruntime has no CUDAExecutionProvider here (install the 'gpu' "
+            f"extra, onnxruntime-gpu, on a machine with a GPU); available: {available}"
+        )
+    if device != "cpu" and has_cuda:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+NoneType = type(None)
+NUMBER_TYPES: set[type] = {int, float, NoneType}  # bool is not int here: type(True) is bool
+TEXT_TYPES: set[type] = {str, NoneType}
+
+
+def _reject(name: str, values: list[Any], allowed: set[type], expected: str) -> None:
+    row = next(row for row, value in enumerate(values) if type(value) not in allowed)
+    raise PayloadError(400, f"column '{name}' row {row}: expected {expected}, got {values[row]!r}")
+
+
+class Scorer:
+    """An onnxruntime session over one release, with the signature its requests are checked
+    against: one (n, 1) input per column, numbers (double) or strings."""
+
+    def __init__(self, release: ModelRelease, device: Device = "auto", threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        # One thread per session: small requests lose more to thread hand-offs than they gain;
+        # scale out with --workers instead.
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                release.graph, options, providers=providers_for(device)
+            )
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"{release.source}: not a loadable ONNX model ({exc})") from exc
+        self.release = release
+        self.providers: list[str] = self.session.get_providers()
+        self.columns: dict[str, str] = {}
+        for node in self.session.get_inputs():
+            kind = ONNX_KINDS.get(node.type)
+            if kind is None or len(node.shape) != 2 or node.shape[1] != 1:
+                raise ModelLoadError(
+                    f"{release.source}: input '{node.name}' is {node.type} {node.shape}; the "
+                    "server serves one (n, 1) number or string input per column"
+                )
+            self.columns[node.name] = kind
+        outputs = [node.name for node in self.session.get_outputs()]
+        if len(outputs) < 2:
+            raise ModelLoadError(f"{release.source}: expected label and probability outputs")
+        self.outputs = outputs[:2]
+        self.float_inputs = {
+            node.name for node in self.session.get_inputs() if node.type == "tensor(float)"
+        }
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.dataset = metadata.get(METADATA_DATASET)
+        self.target = metadata.get(METADATA_TARGET)
+        classes = metadata.get(METADATA_CLASSES)
+        self.classes: list[str] | None = json.loads(classes) if classes else None
+
+    def feed(self, columns: dict[str, list[Any]], rows: int) -> dict[str, np.ndarray]:
+        """Check ``columns`` against the signature and build the session's inputs."""
+        unknown = [name for name in columns if name not in self.columns]
+        if unknown:
+            raise PayloadError(
+                400, f"unknown column '{unknown[0]}'; the model takes: {', '.join(self.columns)}"
+            )
+        feed: dict[str, np.ndarray] = {}
+        for name, kind in self.columns.items():
+            values = columns.get(name)
+            if values is None:
+                raise PayloadError(400, f"missing column '{name}'")
+            if len(values) != rows:
+                raise PayloadError(400, f"column '{name}' has {len(values)} values, not {rows}")
+            # The type checks run as one C-level pass over the column (set(map(type, ...)));
+            # only a failing column is walked again to name the row.
+            types = set(map(type, values))
+            if kind == NUMBER:
+                if not types <= NUMBER_TYPES:
+                    _reject(name, values, NUMBER_TYPES, "a number")
+                dtype = np.float32 if name in self.float_inputs else np.float64
+                feed[name] = np.array(values, dtype=dtype).reshape(rows, 1)
+            else:
+                if not types <= TEXT_TYPES:
+                    _reject(name, values, TEXT_TYPES, "a string")
+                if NoneType in types:  # missing, as in the export: encodes like unknown
+                    values = ["" if value is None else value for value in values]
+                feed[name] = np.array(values, dtype=object).reshape(rows, 1)
+        return feed
+
+    def predict(self, columns: dict[str, list[Any]], rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """(labels as class indices, probabilities with one column per class)."""
+        labels, probabilities = self.session.run(self.outputs, self.feed(columns, rows))
+        return np.asarray(labels).reshape(-1), np.asarray(probabilities)
+
+    def class_names(self, labels: np.ndarray) -> list[str]:
+        names = self.classes
+        if names is None:
+            return [str(label) for label in labels.tolist()]
+        return [names[label] for label in labels.tolist()]
+
+
+def csv_columns(text: str, numeric: set[str]) -> tuple[dict[str, list[Any]], int]:
+    """A CSV body (header row first) as columns; numbers parsed for numeric columns."""
+    import csv
+
+    reader = csv.reader(text.splitlines())
+    header = next(reader, None)
+    if not header:
+        raise PayloadError(400, "CSV body is empty: expected a header row and data rows")
+    columns: dict[str, list[Any]] = {name: [] for name in header}
+    rows = 0
+    for line, record in enumerate(reader, start=2):
+        if not record:
+            continue
+        if len(record) != len(header):
+            raise PayloadError(
+                400, f"CSV line {line}: {len(record)} fields, the header has {len(header)}"
+            )
+        for name, cell in zip(header, record, strict=True):
+            if name in numeric:
+                try:
+                    value: Any = float(cell) if cell.strip() else None
+                except ValueError:
+                    raise PayloadError(
+                        400, f"column '{name}' row {rows}: expected a number, got {cell!r}"
+                    ) from None
+                columns[name].append(value)
+            else:
+                columns[name].append(cell or None)
+        rows += 1
+    return columns, rows
