@@ -4,70 +4,40 @@ MLflow tracking server, both started on 127.0.0.1 for this test."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST_CANDIDATES, write_csv
+from tests.e2e.processes import BIN, clean_env, free_port, wait_until_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    return {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **extra}
-
-
-def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server for {url} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not come up in {timeout}s")
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory) -> Iterator[tuple[str, str]]:
     home = tmp_path_factory.mktemp("servers")
-    prefect_port, mlflow_port = _free_port(), _free_port()
+    prefect_port, mlflow_port = free_port(), free_port()
     prefect = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start",
          "--host", "127.0.0.1", "--port", str(prefect_port)],
-        env=_clean_env(PREFECT_HOME=str(home / "prefect")),
+        env=clean_env(PREFECT_HOME=str(home / "prefect")),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     mlflow = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
          "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
          "--artifacts-destination", str(home / "artifacts"), "--workers", "1"],
-        env=_clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     prefect_api = f"http://127.0.0.1:{prefect_port}/api"
     mlflow_uri = f"http://127.0.0.1:{mlflow_port}"
     try:
-        _wait_until_up(f"{prefect_api}/health", prefect)
-        _wait_until_up(f"{mlflow_uri}/health", mlflow)
+        wait_until_up(f"{prefect_api}/health", prefect)
+        wait_until_up(f"{mlflow_uri}/health", mlflow)
         yield prefect_api, mlflow_uri
     finally:
         for process in (prefect, mlflow):
@@ -83,7 +53,7 @@ def test_run_is_recorded_in_both_servers(servers, adult_sample, tmp_path) -> Non
     done = subprocess.run(
         [str(BIN / "trustflow"), "run", "--json", "--workspace", str(workspace),
          "--set", f"data.source=csv:{source}", "--set", FAST_CANDIDATES],
-        env=_clean_env(PREFECT_API_URL=prefect_api, MLFLOW_TRACKING_URI=mlflow_uri),
+        env=clean_env(PREFECT_API_URL=prefect_api, MLFLOW_TRACKING_URI=mlflow_uri),
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
