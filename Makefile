@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install run repro test lint format benchmark mlflow-ui clean
+.PHONY: help install run repro test lint format benchmark serve mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 benchmark: $(STAMP) ## measure pipeline overhead and ONNX latency (prints ratios)
 	$(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/onnx_latency.py
+	$(BIN)/python benchmarks/serving.py
+
+serve: $(STAMP) ## serve the workspace's champion on http://127.0.0.1:8000 (after make run)
+	$(BIN)/trustflow serve --model models:/adult-income@champion $(ARGS)
 
 mlflow-ui: $(STAMP) ## browse the workspace's runs and models on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
