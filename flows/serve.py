@@ -70,9 +70,10 @@ def app_from_env() -> ScoringRoutes:
     """The uvicorn factory each worker process calls when --workers > 1."""
     spec = json.loads(os.environ[SPEC_ENV])
     _log_to_stderr()
-    initial = ModelRelease(**spec["release"], graph=Path(spec["graph"]).read_bytes())
+    settings = ServeSettings(**spec["settings"])
+    release = ModelRelease(**spec["release"], graph=Path(spec["graph"]).read_bytes())
     source = DeferredSource(spec["model"], Workspace(root=spec["workspace"]))
-    return create_app(source, ServeSettings(**spec["settings"]), initial=initial)
+    return create_app(source, settings, initial=Scorer(release, settings.device, settings.threads))
 
 
 def _log_to_stderr() -> None:
@@ -121,7 +122,7 @@ def serve(model: str, settings: ServeSettings, ws: Workspace, access_log: bool =
         "timeout_graceful_shutdown": 10,
     }
     if settings.workers == 1:
-        uvicorn.run(create_app(source, settings, initial=release), **options)  # type: ignore[arg-type]
+        uvicorn.run(create_app(source, settings, initial=scorer), **options)  # type: ignore[arg-type]
         return
     with tempfile.TemporaryDirectory(prefix="trustflow-serve-") as shared:
         graph = Path(shared) / "initial.onnx"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,3 +65,14 @@ def with_header_row(after: int) -> Callable[[pd.DataFrame], pd.DataFrame]:
 
 def small_config(source: Path, *overrides: str) -> TabularConfig:
     return load_config(None, [f"data.source=csv:{source}", FAST_CANDIDATES, *overrides])
+
+
+def mlflow_payloads(rows: pd.DataFrame) -> dict[str, dict]:
+    """The same rows in each of MLflow's JSON request formats (missing cells as null)."""
+    records = json.loads(rows.to_json(orient="records"))
+    return {
+        "dataframe_split": {"dataframe_split": json.loads(rows.to_json(orient="split"))},
+        "dataframe_records": {"dataframe_records": records},
+        "instances": {"instances": records},
+        "inputs": {"inputs": {name: [r[name] for r in records] for name in rows.columns}},
+    }

@@ -23,7 +23,7 @@ import pytest
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST_CANDIDATES, write_csv
+from tests.conftest import FAST_CANDIDATES, mlflow_payloads, write_csv
 from tests.e2e.processes import BIN, clean_env, free_port, wait_until_up
 from trustflow.config import TabularConfig
 from trustflow.data.validate import validate_frame
@@ -122,20 +122,9 @@ def champion_server(trained: Trained) -> Iterator[Server]:
         yield server
 
 
-def payloads(rows: pd.DataFrame) -> dict[str, dict]:
-    """The same rows in each of MLflow's JSON formats."""
-    records = json.loads(rows.to_json(orient="records"))
-    return {
-        "dataframe_split": {"dataframe_split": json.loads(rows.to_json(orient="split"))},
-        "dataframe_records": {"dataframe_records": records},
-        "instances": {"instances": records},
-        "inputs": {"inputs": {name: [r[name] for r in records] for name in rows.columns}},
-    }
-
-
 def test_every_mlflow_format_gives_the_native_models_predictions(trained, champion_server):
     expected = trained.native.predict(trained.rows).tolist()
-    for name, payload in payloads(trained.rows).items():
+    for name, payload in mlflow_payloads(trained.rows).items():
         response = champion_server.post("/invocations", json=payload)
         assert response.status_code == 200, (name, response.text)
         assert response.json() == {"predictions": expected}, name

@@ -3,12 +3,11 @@ signature, predictions equal to the native pipeline's."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import mlflow_payloads
 from trustflow.config import CandidateConfig, OnnxConfig, SplitConfig, TabularConfig
 from trustflow.data.split import split_frame
 from trustflow.data.validate import validate_frame
@@ -34,20 +33,10 @@ def fitted(adult_sample: pd.DataFrame):
     return model, Scorer(ModelRelease("lr", "1", "test", graph)), rows
 
 
-def _formats(rows: pd.DataFrame) -> dict[str, object]:
-    records = json.loads(rows.to_json(orient="records"))
-    return {
-        "dataframe_split": {"dataframe_split": json.loads(rows.to_json(orient="split"))},
-        "dataframe_records": {"dataframe_records": records},
-        "instances": {"instances": records},
-        "inputs": {"inputs": {c: [r[c] for r in records] for c in rows.columns}},
-    }
-
-
 def test_every_format_scores_like_the_native_pipeline(fitted) -> None:
     model, scorer, rows = fitted
     assert rows.isna().any().any()  # missing cells travel as null
-    for name, payload in _formats(rows).items():
+    for name, payload in mlflow_payloads(rows).items():
         labels, probabilities = scorer.predict(*mlflow_columns(payload))
         assert np.array_equal(labels, model.predict(rows)), name
         assert np.abs(probabilities - model.predict_proba(rows)).max() < 1e-9, name
@@ -86,7 +75,7 @@ def test_predict_takes_records_only() -> None:
 
 def test_values_are_checked_against_the_graphs_signature(fitted) -> None:
     _, scorer, rows = fitted
-    columns, count = mlflow_columns(_formats(rows.head(3))["inputs"])
+    columns, count = mlflow_columns(mlflow_payloads(rows.head(3))["inputs"])
     breaks = {
         "unknown column 'extra'": {**columns, "extra": [1, 2, 3]},
         "missing column 'age'": {k: v for k, v in columns.items() if k != "age"},
@@ -114,8 +103,11 @@ def test_file_source_sees_a_changed_file_as_a_new_release(fitted, tmp_path) -> N
     source = FileSource(path)
     first = source.load()
     assert source.poll(first) is None
-    path.write_bytes(scorer.release.graph + b"")  # same bytes rewritten: still the same release
+    path.write_bytes(scorer.release.graph)  # rewritten with the same bytes: the same release
     assert source.poll(first) is None
+    path.write_bytes(scorer.release.graph + b"\n")  # other content: a new release
+    changed = source.poll(first)
+    assert changed is not None and changed.version != first.version
     with pytest.raises(ModelLoadError, match="cannot read the model"):
         FileSource(tmp_path / "absent.onnx").load()
     with pytest.raises(ModelLoadError, match="not a loadable ONNX model"):

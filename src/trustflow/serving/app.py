@@ -14,6 +14,7 @@ the scorer they started with, so a reload fails none of them.
 from __future__ import annotations
 
 import gc
+import hashlib
 import hmac
 import json
 import logging
@@ -96,8 +97,6 @@ class FileSource:
         self._seen: tuple[int, int] | None = None
 
     def load(self) -> ModelRelease:
-        import hashlib
-
         try:
             stat = self.path.stat()
             graph = self.path.read_bytes()
@@ -119,56 +118,55 @@ class FileSource:
         return None if release.version == current.version else release
 
 
-def _metrics(multiprocess: bool) -> Any:
-    """Prometheus metrics in a registry of this app's own (so several apps in one process, as
-    in tests, do not collide). With several workers, prometheus_client's multiprocess mode
+class ServerMetrics:
+    """Prometheus metrics in a registry of this server's own (so several apps in one process,
+    as in tests, do not collide). With several workers, prometheus_client's multiprocess mode
     ($PROMETHEUS_MULTIPROC_DIR) adds up all workers' values at scrape time."""
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-    from prometheus_client.multiprocess import MultiProcessCollector
 
-    registry = CollectorRegistry()
-    exposition = registry
-    if multiprocess:
-        exposition = CollectorRegistry()
-        MultiProcessCollector(exposition)
+    def __init__(self, multiprocess: bool) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client.multiprocess import MultiProcessCollector
 
-    class Metrics:
-        requests = Counter(
+        registry = CollectorRegistry()
+        self.exposition = registry
+        if multiprocess:
+            self.exposition = CollectorRegistry()
+            MultiProcessCollector(self.exposition)
+        self.requests = Counter(
             "trustflow_requests",
             "HTTP requests answered, by endpoint and status",
             ["endpoint", "status"],
             registry=registry,
         )
-        errors = Counter(
+        self.errors = Counter(
             "trustflow_request_errors",
             "Requests answered with a 4xx or 5xx status",
             ["endpoint", "status"],
             registry=registry,
         )
-        latency = Histogram(
+        self.latency = Histogram(
             "trustflow_request_duration_seconds",
             "Time from request to response, by endpoint",
             ["endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        rows = Counter("trustflow_predicted_rows", "Rows scored", ["endpoint"], registry=registry)
-        reloads = Counter(
+        self.rows = Counter(
+            "trustflow_predicted_rows", "Rows scored", ["endpoint"], registry=registry
+        )
+        self.reloads = Counter(
             "trustflow_model_reloads",
             "Model loads by outcome (loaded, rejected, error)",
             ["outcome"],
             registry=registry,
         )
-        model = Gauge(
+        self.model = Gauge(
             "trustflow_model_info",
             "The model being served (value 1)",
             ["name", "version"],
             registry=registry,
             multiprocess_mode="liveall",
         )
-
-    Metrics.exposition = exposition  # type: ignore[attr-defined]
-    return Metrics
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -197,7 +195,7 @@ def _parse_json(body: bytes) -> Any:
 
 class InferenceServer:
     def __init__(
-        self, source: ModelSource, settings: ServeSettings, initial: ModelRelease | None = None
+        self, source: ModelSource, settings: ServeSettings, initial: Scorer | None = None
     ) -> None:
         self.source = source
         self.settings = settings
@@ -207,12 +205,15 @@ class InferenceServer:
         self.rejected: set[str] = set()
         self.stop = threading.Event()
         self.token = os.environ.get(TOKEN_ENV) or None
-        self.metrics = _metrics(bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")))
+        self.metrics = ServerMetrics(bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")))
 
     # -- model lifecycle -------------------------------------------------------------------
 
-    def install(self, release: ModelRelease) -> None:
-        scorer = Scorer(release, self.settings.device, self.settings.threads)
+    def load(self, release: ModelRelease) -> Scorer:
+        return Scorer(release, self.settings.device, self.settings.threads)
+
+    def install(self, scorer: Scorer) -> None:
+        release = scorer.release
         previous, self.scorer = self.scorer, scorer  # the swap: one reference assignment
         if previous is not None:
             self.metrics.model.remove(previous.release.name, previous.release.version)
@@ -239,7 +240,7 @@ class InferenceServer:
         down or a bad release leaves the current model serving."""
         while self.scorer is None and not self.stop.is_set():
             try:
-                self.install(self.source.load())
+                self.install(self.load(self.source.load()))
             except ModelLoadError as exc:
                 self.not_ready_reason = str(exc)
                 self._refuse(exc)
@@ -254,7 +255,7 @@ class InferenceServer:
             try:
                 release = self.source.poll(current.release)
                 if release is not None:
-                    self.install(release)
+                    self.install(self.load(release))
             except ModelLoadError as exc:
                 self._refuse(exc)
             except Exception as exc:
@@ -382,52 +383,43 @@ def _records_schema() -> dict[str, Any]:
     return {"type": "array", "items": record}
 
 
-INVOCATIONS_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "description": f"exactly one of {', '.join(MLFLOW_KEYS)}",
-                    "properties": {
-                        "dataframe_split": {
-                            "type": "object",
-                            "properties": {
-                                "columns": {"type": "array", "items": {"type": "string"}},
-                                "data": {"type": "array", "items": {"type": "array"}},
-                            },
-                        },
-                        "dataframe_records": _records_schema(),
-                        "instances": {},
-                        "inputs": {},
-                    },
-                }
+def _request_body(json_schema: dict[str, Any], csv: bool = False) -> dict[str, Any]:
+    """An OpenAPI requestBody: JSON with ``json_schema``, and a CSV text where accepted."""
+    content: dict[str, Any] = {"application/json": {"schema": json_schema}}
+    if csv:
+        content["text/csv"] = {"schema": {"type": "string"}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+INVOCATIONS_BODY = _request_body(
+    {
+        "type": "object",
+        "description": f"exactly one of {', '.join(MLFLOW_KEYS)}",
+        "properties": {
+            "dataframe_split": {
+                "type": "object",
+                "properties": {
+                    "columns": {"type": "array", "items": {"type": "string"}},
+                    "data": {"type": "array", "items": {"type": "array"}},
+                },
             },
-            "text/csv": {"schema": {"type": "string"}},
+            "dataframe_records": _records_schema(),
+            "instances": {},
+            "inputs": {},
         },
-    }
-}
-PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["records"],
-                    "properties": {"records": _records_schema()},
-                }
-            }
-        },
-    }
-}
+    },
+    csv=True,
+)
+PREDICT_BODY = _request_body(
+    {"type": "object", "required": ["records"], "properties": {"records": _records_schema()}}
+)
 
 
 def create_app(
-    source: ModelSource, settings: ServeSettings, initial: ModelRelease | None = None
+    source: ModelSource, settings: ServeSettings, initial: Scorer | None = None
 ) -> ScoringRoutes:
-    """The ASGI app; ``initial`` is a release already fetched (the CLI checks it up front)."""
+    """The ASGI app; ``initial`` is a model already loaded (the CLI loads it up front to report
+    problems before binding the port)."""
     server = InferenceServer(source, settings, initial)
 
     @asynccontextmanager

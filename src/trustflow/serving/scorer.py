@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from trustflow.errors import TrustflowError
-from trustflow.export.onnx import METADATA_CLASSES, METADATA_DATASET, METADATA_TARGET
+from trustflow.export.onnx import METADATA_CLASSES
 
 Device = Literal["auto", "cpu", "cuda"]
 NUMBER, TEXT = "number", "string"
@@ -86,17 +86,15 @@ class Scorer:
         # scale out with --workers instead.
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        providers = providers_for(device)  # its ModelLoadError names the device problem
         try:
-            self.session = ort.InferenceSession(
-                release.graph, options, providers=providers_for(device)
-            )
-        except ModelLoadError:
-            raise
+            self.session = ort.InferenceSession(release.graph, options, providers=providers)
         except Exception as exc:
             raise ModelLoadError(f"{release.source}: not a loadable ONNX model ({exc})") from exc
         self.release = release
         self.providers: list[str] = self.session.get_providers()
         self.columns: dict[str, str] = {}
+        self.float_inputs: set[str] = set()
         for node in self.session.get_inputs():
             kind = ONNX_KINDS.get(node.type)
             if kind is None or len(node.shape) != 2 or node.shape[1] != 1:
@@ -105,17 +103,13 @@ class Scorer:
                     "server serves one (n, 1) number or string input per column"
                 )
             self.columns[node.name] = kind
+            if node.type == "tensor(float)":
+                self.float_inputs.add(node.name)
         outputs = [node.name for node in self.session.get_outputs()]
         if len(outputs) < 2:
             raise ModelLoadError(f"{release.source}: expected label and probability outputs")
         self.outputs = outputs[:2]
-        self.float_inputs = {
-            node.name for node in self.session.get_inputs() if node.type == "tensor(float)"
-        }
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        self.dataset = metadata.get(METADATA_DATASET)
-        self.target = metadata.get(METADATA_TARGET)
-        classes = metadata.get(METADATA_CLASSES)
+        classes = self.session.get_modelmeta().custom_metadata_map.get(METADATA_CLASSES)
         self.classes: list[str] | None = json.loads(classes) if classes else None
 
     def feed(self, columns: dict[str, list[Any]], rows: int) -> dict[str, np.ndarray]:
