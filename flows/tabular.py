@@ -1,12 +1,15 @@
 """Flow ``train-tabular``: ingest -> validate -> version -> split -> preprocess -> train
-candidates -> evaluate -> export (ONNX + parity) -> track & register -> gates -> promote."""
+candidates (and fairness mitigations of them) -> evaluate -> export (ONNX + parity) -> fairness
+audit -> pick the best candidate that passes the gates -> explain -> track & register -> model card
+-> gates -> promote."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow
+from prefect.artifacts import create_markdown_artifact
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -16,9 +19,11 @@ from flows.progress import StageLog
 from tasks import tracking
 from tasks.data import ingest_dataset, split_dataset, validate_dataset, version_dataset
 from tasks.export import ExportedCandidate, export_onnx
-from tasks.train import EvaluatedCandidate, evaluate, preprocess, train
+from tasks.responsible import AuditedCandidate, audit_fairness, explain
+from tasks.train import EvaluatedCandidate, evaluate, mitigate, preprocess, train
 from trustflow.config import Metric, TabularConfig, lower_is_better
 from trustflow.errors import GateFailed
+from trustflow.model_card import DataFacts, ModelCardFacts, render_model_card
 from trustflow.workspace import Workspace
 
 
@@ -50,6 +55,14 @@ class OnnxSummary(BaseModel):
     latency_us_single_row: float
 
 
+class FairnessSummary(BaseModel):
+    demographic_parity_difference: float | None
+    demographic_parity_ratio: float | None
+    equalized_odds_difference: float | None
+    gated: bool
+    passed: bool
+
+
 class RunSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -58,7 +71,10 @@ class RunSummary(BaseModel):
     model: ModelSummary
     metrics: dict[str, float]
     candidates: dict[str, dict[str, float]]
+    gates: dict[str, str]  # candidate -> "passed" or the first gate it failed
     onnx: OnnxSummary
+    fairness: dict[str, FairnessSummary]  # the registered model's, per audited feature
+    model_card: str  # artifact URI of the registered version's card
     mlflow: dict[str, str]
     cache: dict[str, bool]  # stage -> served from Prefect's cache
     workspace: str
@@ -73,6 +89,27 @@ def pick_best(evaluated: list[EvaluatedCandidate], metric: Metric) -> EvaluatedC
 
 
 DEFAULT_CONFIG = TabularConfig()
+
+
+def gate_verdict(export: ExportedCandidate, audited: AuditedCandidate) -> str | None:
+    """None when the candidate may be promoted, else the first gate it fails, in one line."""
+    if not export.passed:
+        return export.reason()
+    if not audited.audit.passed:
+        return audited.audit.reason()
+    return None
+
+
+def _describe_audits(items: list[AuditedCandidate]) -> str:
+    return ", ".join(
+        f"{a.name} {'ok' if a.audit.passed else 'FAILED'}"
+        + "".join(
+            f" {name} EOD {f.equalized_odds_difference:.3f}"
+            for name, f in a.audit.features.items()
+            if f.gated and f.equalized_odds_difference is not None
+        )
+        for a in items
+    )
 
 
 def _describe_exports(items: list[ExportedCandidate]) -> str:
@@ -141,11 +178,21 @@ def train_tabular(
     preprocessor = stages.run(
         "preprocess", preprocess, splits.train, schema, ws, detail=lambda _: "fitted on train"
     )
+    base_runs = {
+        cfg.name: train.submit(splits.train, preprocessor, cfg, schema, config.train.seed, ws)
+        for cfg in config.train.candidates
+        if cfg.base is None
+    }
     trained = stages.gather(
         "train",
         [
-            train.submit(splits.train, preprocessor, candidate, schema, config.train.seed, ws)
-            for candidate in config.train.candidates
+            base_runs[cfg.name]
+            if cfg.base is None
+            # Prefect resolves a future passed as an argument: the mitigation waits for its base.
+            else mitigate.submit(
+                cast(Any, base_runs[cfg.base]), splits.valid, cfg, schema, config.train.seed, ws
+            )
+            for cfg in config.train.candidates
         ],
         detail=lambda items: ", ".join(f"{t.name} {t.fit_seconds:.1f}s" for t in items),
     )
@@ -163,7 +210,41 @@ def train_tabular(
             detail=_describe_exports,
         )
     }
-    best = pick_best(evaluated, metric)
+    audits: dict[str, AuditedCandidate] = {
+        a.name: a
+        for a in stages.gather(
+            "audit",
+            [
+                audit_fairness.submit(
+                    t, splits.test, schema, config.sensitive_features, config.fairness, ws
+                )
+                for t in trained
+            ],
+            detail=_describe_audits,
+        )
+    }
+    verdicts = {
+        e.candidate.name: gate_verdict(exported[e.candidate.name], audits[e.candidate.name])
+        for e in evaluated
+    }
+    # The best candidate that passes every gate; when none does, the best one all the same, so it
+    # is registered with its audit trail and the run fails on its gate.
+    eligible = [e for e in evaluated if verdicts[e.candidate.name] is None]
+    best = pick_best(eligible or evaluated, metric)
+    glass_boxes = [t for t in trained if t.config.kind == "explainable_boosting"]
+    explain_args = (splits.train, splits.test, schema, config.explain.rows, config.train.seed, ws)
+    explained = stages.gather(
+        "explain",
+        [explain.submit(best.candidate, *explain_args, glassbox=False)]
+        + [explain.submit(t, *explain_args, glassbox=True) for t in glass_boxes],
+        detail=lambda items: ", ".join(
+            f"{e.explanation.model} ({e.explanation.method}): top "
+            f"{e.explanation.importances[0].feature}"
+            for e in items
+        ),
+    )
+    best_explanation = explained[0]
+    glassbox_explanations = {e.explanation.model: e for e in explained[1:]}
 
     target = tracking.open_tracking(config.tracking, ws)
     run = tracking.start_pipeline_run(
@@ -181,6 +262,9 @@ def train_tabular(
             lineage,
             evaluated,
             exported,
+            audits,
+            glassbox_explanations,
+            best_explanation,
             splits.test,
             detail=lambda r: f"run {r.run_id}",
         )
@@ -190,6 +274,7 @@ def train_tabular(
             run,
             best,
             exported[best.candidate.name],
+            audits[best.candidate.name],
             lineage.data,
             config.registry,
             detail=lambda r: (
@@ -197,13 +282,58 @@ def train_tabular(
                 + ("" if r[1] else " (identical model, no new version)")
             ),
         )
+        best_export = exported[best.candidate.name]
+        best_audit = audits[best.candidate.name]
+        verdict = verdicts[best.candidate.name]
+        card = render_model_card(
+            ModelCardFacts(
+                model_name=config.registry.model_name,
+                version=version,
+                candidate=best.candidate.name,
+                kind=best.candidate.config.kind,
+                target=schema.target.column,
+                positive_label=schema.target.positive,
+                data=DataFacts(
+                    name=schema.name,
+                    md5=lineage.data.md5,
+                    rows=lineage.data.rows,
+                    dvc_file=lineage.dvc_file,
+                    remote=lineage.remote,
+                    git_revision=lineage.git_revision,
+                    test_rows=splits.test.rows,
+                ),
+                metrics=best.evaluation.metrics.model_dump(),
+                selection_metric=metric,
+                fairness=best_audit.audit,
+                explanation=best_explanation.explanation,
+                onnx=best_export.report,
+                onnx_reason=best_export.reason(),
+                gates_passed=verdict is None,
+                gate_reason="ONNX parity and fairness limits met" if verdict is None else verdict,
+                mlflow_run_id=run.run_id,
+            ),
+            top_features=config.explain.top_features,
+        )
+        card_uri = stages.run(
+            "card",
+            tracking.log_model_card,
+            run.run_id,
+            config.registry.model_name,
+            version,
+            card,
+            detail=lambda uri: uri.rsplit("/", 2)[-2] + "/" + uri.rsplit("/", 1)[-1],
+        )
+        create_markdown_artifact(
+            markdown=card,
+            key=f"model-card-{config.registry.model_name}".lower().replace("_", "-"),
+            description=f"Model card of {config.registry.model_name} v{version}",
+        )
         # Gates run after everything is logged and registered: a rejected model keeps its audit
         # trail, and the alias never moves to it.
-        best_export = exported[best.candidate.name]
-        if not best_export.passed:
+        if verdict is not None:
             reason = (
                 f"{config.registry.model_name} v{version} ({best.candidate.name}) not promoted: "
-                f"{best_export.reason()}"
+                f"{verdict}" + ("" if len(evaluated) == 1 else "; no candidate passed the gates")
             )
             tracking.record_gate_failure(run.run_id, reason)
             raise GateFailed(reason)
@@ -247,6 +377,18 @@ def train_tabular(
         ),
         metrics=best.evaluation.metrics.model_dump(),
         candidates={e.candidate.name: e.evaluation.metrics.model_dump() for e in evaluated},
+        gates={name: verdict or "passed" for name, verdict in verdicts.items()},
+        fairness={
+            name: FairnessSummary(
+                demographic_parity_difference=feature.demographic_parity_difference,
+                demographic_parity_ratio=feature.demographic_parity_ratio,
+                equalized_odds_difference=feature.equalized_odds_difference,
+                gated=feature.gated,
+                passed=feature.passed,
+            )
+            for name, feature in best_audit.audit.features.items()
+        },
+        model_card=card_uri,
         onnx=OnnxSummary(
             opset=onnx_report.opset,
             size_bytes=onnx_report.size_bytes,

@@ -28,7 +28,7 @@ class ExportedCandidate(BaseModel):
 
     def reason(self) -> str:
         if self.report is None:
-            return f"ONNX conversion of '{self.name}' failed: {self.error}"
+            return f"no ONNX form for '{self.name}': {self.error}"
         return self.report.parity.reason()
 
 

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.data import Lineage, ValidatedData
 from tasks.export import ExportedCandidate
+from tasks.responsible import AuditedCandidate, ExplainedModel
 from tasks.train import EvaluatedCandidate
 from trustflow.config import (
     CategoricalColumn,
@@ -52,13 +53,8 @@ from trustflow.workspace import Workspace
 SHA_TAG = "trustflow.model_sha256"
 PARITY_PASSED_TAG = "trustflow.onnx.parity_passed"
 ONNX_SHA_TAG = "trustflow.onnx_sha256"
-# MLflow saves scikit-learn models with skops (no pickle). Beyond its defaults, our pipelines hold
-# these two types: the encoder's output dtype and the boosted trees. We trained the models in this
-# run, so they are trusted by construction; anything else stays refused.
-SKOPS_TRUSTED_TYPES = [
-    "numpy.dtype",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-]
+FAIRNESS_PASSED_TAG = "trustflow.fairness.passed"
+MODEL_CARD_TAG = "trustflow.model_card"
 # Declared rather than inferred: inference imports the model in a subprocess (seconds per model).
 MODEL_REQUIREMENTS = [
     f"scikit-learn=={sklearn.__version__}",
@@ -67,6 +63,15 @@ MODEL_REQUIREMENTS = [
     f"onnx=={onnx.__version__}",
     f"onnxruntime=={onnxruntime.__version__}",
 ]
+
+
+def skops_trusted_types(model: Any) -> list[str]:
+    """MLflow saves scikit-learn models with skops (no pickle), which loads only the types it is
+    told to trust. We trained every model in this run, so its types are trusted by construction:
+    list them from the model itself. Anything else stays refused."""
+    import skops.io
+
+    return list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
 
 
 class TrackedRun(BaseModel):
@@ -230,10 +235,14 @@ def track_pipeline(
     lineage: Lineage,
     evaluated: list[EvaluatedCandidate],
     exported: dict[str, ExportedCandidate],
+    audits: dict[str, AuditedCandidate],
+    explanations: dict[str, ExplainedModel],
+    best_explanation: ExplainedModel,
     test: DataRef,
 ) -> TrackedRun:
-    """Log the whole run: config, lineage, data checks, and per candidate its params, metrics,
-    figures and model (with signature and input example)."""
+    """Log the whole run: config, lineage, data checks, the gate table and the best candidate's
+    explanation, and per candidate its params, metrics, figures, fairness audit, glass-box
+    explanation and model (with signature and input example)."""
     schema = config.data.dataset
     data = lineage.data
     features, _ = features_and_target(read_frame(test), schema)
@@ -263,6 +272,23 @@ def track_pipeline(
             }
         )
         MlflowClient().log_inputs(run.run_id, datasets=[_dataset_input(data, schema)])
+        mlflow.log_dict(
+            {
+                name: {
+                    "onnx": exported[name].reason(),
+                    "fairness": audited.audit.reason(),
+                    "passed": exported[name].passed and audited.audit.passed,
+                    "disparities": {
+                        feature: result.disparities()
+                        for feature, result in audited.audit.features.items()
+                    },
+                    "warnings": audited.audit.warnings,
+                }
+                for name, audited in audits.items()
+            },
+            "gates.json",
+        )
+        _log_explanation(best_explanation, "explanation")
         candidate_runs: dict[str, str] = {}
         model_uris: dict[str, str] = {}
         for item in evaluated:
@@ -276,6 +302,9 @@ def track_pipeline(
                 )
                 mlflow.log_artifact(str(item.roc_png.path), "plots")
                 mlflow.log_artifact(str(item.confusion_png.path), "plots")
+                _log_audit(audits[candidate.name])
+                if candidate.name in explanations:
+                    _log_explanation(explanations[candidate.name], "explanation")
                 export = exported[candidate.name]
                 mlflow.set_tag("trustflow.onnx.parity", export.reason())
                 if export.report is not None:
@@ -302,7 +331,7 @@ def track_pipeline(
                         input_example=example,
                         pip_requirements=MODEL_REQUIREMENTS,
                         tags=content,
-                        skops_trusted_types=SKOPS_TRUSTED_TYPES,
+                        skops_trusted_types=skops_trusted_types(model),
                     )
                     uri = info.model_uri
                 else:
@@ -310,6 +339,44 @@ def track_pipeline(
                 candidate_runs[candidate.name] = child.info.run_id
                 model_uris[candidate.name] = uri
     return run.model_copy(update={"candidate_runs": candidate_runs, "model_uris": model_uris})
+
+
+def _log_as(path: Path, artifact_dir: str, name: str) -> None:
+    """Log a content-addressed workspace file under a readable, stable name."""
+    with tempfile.TemporaryDirectory(prefix="trustflow-artifact-") as tmp:
+        target = Path(tmp) / name
+        shutil.copyfile(path, target)
+        mlflow.log_artifact(str(target), artifact_dir)
+
+
+def _metric_key(feature: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", feature.replace(" & ", "_x_"))
+
+
+def _log_audit(audited: AuditedCandidate) -> None:
+    """Into the active candidate run: disparities as metrics, the audit, charts and verdict."""
+    audit = audited.audit
+    mlflow.log_metrics(
+        {
+            f"fairness.{_metric_key(feature)}.{metric}": value
+            for feature, result in audit.features.items()
+            for metric, value in result.disparities().items()
+            if value is not None
+        }
+    )
+    mlflow.set_tags(
+        {FAIRNESS_PASSED_TAG: str(audit.passed).lower(), "trustflow.fairness": audit.reason()}
+    )
+    _log_as(audited.report_json.path, "fairness", "audit.json")
+    for feature, chart in audited.charts.items():
+        _log_as(chart.path, "fairness", f"{_metric_key(feature)}.png")
+
+
+def _log_explanation(explained: ExplainedModel, artifact_dir: str) -> None:
+    stem = f"{explained.explanation.model}-{explained.explanation.method}"
+    _log_as(explained.json_file.path, artifact_dir, f"{stem}.json")
+    _log_as(explained.png.path, artifact_dir, f"{stem}.png")
+    _log_as(explained.html.path, artifact_dir, f"{stem}.html")
 
 
 def _champion_score(
@@ -332,6 +399,7 @@ def register_best(
     run: TrackedRun,
     best: EvaluatedCandidate,
     export: ExportedCandidate,
+    audited: AuditedCandidate,
     data: DataRef,
     registry: RegistryConfig,
 ) -> tuple[str, bool]:
@@ -367,6 +435,8 @@ def register_best(
             "trustflow.data.md5": data.md5,
             PARITY_PASSED_TAG: str(export.passed).lower(),
             "trustflow.onnx.parity": export.reason(),
+            FAIRNESS_PASSED_TAG: str(audited.audit.passed).lower(),
+            "trustflow.fairness": audited.audit.reason()[:5000],
             **{f"trustflow.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
         },
     )
@@ -426,6 +496,19 @@ def promote(
     )
 
 
+@task(name="model-card", cache_policy=NO_CACHE, persist_result=False)
+def log_model_card(run_id: str, name: str, version: str, card: str) -> str:
+    """Log the card to the pipeline run, make it the version's description (the registry UI
+    renders Markdown) and tag the version with the card's artifact URI, which is returned."""
+    client = MlflowClient()
+    filename = f"{name}-v{version}.md"
+    client.log_text(run_id, card, f"model_card/{filename}")
+    uri = f"{client.get_run(run_id).info.artifact_uri}/model_card/{filename}"
+    client.update_model_version(name, version, description=card)
+    client.set_model_version_tag(name, version, MODEL_CARD_TAG, uri)
+    return uri
+
+
 def record_gate_failure(run_id: str, reason: str) -> None:
     client = MlflowClient()
     client.set_tag(run_id, "trustflow.model.promoted", "false")
@@ -452,7 +535,7 @@ MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<vers
 class RegistrySource:
     """Releases of a registered model for the inference server: ``models:/NAME@ALIAS`` follows
     the alias (a new champion is a new release), ``models:/NAME/VERSION`` stays put. Only the
-    ONNX form is fetched, and only from versions that passed their parity gate."""
+    ONNX form is fetched, and only from versions that passed their parity and fairness gates."""
 
     def __init__(self, uri: str) -> None:
         match = MODEL_URI.match(uri)
@@ -483,6 +566,9 @@ class RegistrySource:
         if version.tags.get(PARITY_PASSED_TAG) != "true":
             reason = version.tags.get("trustflow.onnx.parity", "no ONNX parity result recorded")
             raise ModelRejected(f"{label} cannot be served: {reason}")
+        if version.tags.get(FAIRNESS_PASSED_TAG) == "false":
+            reason = version.tags.get("trustflow.fairness", "fairness gate failed")
+            raise ModelRejected(f"{label} cannot be served: it failed the fairness gate ({reason})")
         with tempfile.TemporaryDirectory(prefix="trustflow-serve-") as tmp:
             try:
                 path = mlflow.artifacts.download_artifacts(

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict
 from tasks.caching import CONTENT_CACHE
 from trustflow.config import CandidateConfig, DatasetSchema
 from trustflow.evaluate import Evaluation, confusion_figure, evaluate_model, roc_figure
-from trustflow.io import dump_addressed, load_artifact, read_frame, write_addressed
+from trustflow.io import dump_addressed, load_artifact, read_frame, save_png
 from trustflow.models.candidates import train_candidate
+from trustflow.models.mitigation import mitigate_candidate
 from trustflow.models.preprocess import features_and_target, fit_preprocessor
 from trustflow.refs import ArtifactRef, DataRef
 from trustflow.workspace import Workspace
@@ -61,6 +62,29 @@ def train(
 
 
 @task(
+    name="mitigate",
+    cache_policy=CONTENT_CACHE,
+    persist_result=True,
+    task_run_name="mitigate-{cfg.name}",
+)
+def mitigate(
+    base: TrainedCandidate,
+    valid: DataRef,
+    cfg: CandidateConfig,
+    schema: DatasetSchema,
+    seed: int,
+    ws: Workspace,
+) -> TrainedCandidate:
+    """Post-process a trained candidate for fairness, fitted on the validation split."""
+    features, target = features_and_target(read_frame(valid), schema)
+    started = time.perf_counter()
+    model = mitigate_candidate(load_artifact(base.model), features, target, cfg, seed)
+    seconds = time.perf_counter() - started
+    ref = dump_addressed(model, ws.artifacts_dir / "models", cfg.name)
+    return TrainedCandidate(name=cfg.name, config=cfg, model=ref, fit_seconds=seconds)
+
+
+@task(
     name="evaluate",
     cache_policy=CONTENT_CACHE,
     persist_result=True,
@@ -79,16 +103,6 @@ def evaluate(
     return EvaluatedCandidate(
         candidate=candidate,
         evaluation=evaluation,
-        roc_png=_png(roc, figures, f"roc-{candidate.name}"),
-        confusion_png=_png(confusion, figures, f"confusion-{candidate.name}"),
+        roc_png=save_png(roc, figures, f"roc-{candidate.name}"),
+        confusion_png=save_png(confusion, figures, f"confusion-{candidate.name}"),
     )
-
-
-def _png(figure, directory, stem) -> ArtifactRef:
-    path, sha = write_addressed(
-        lambda tmp: figure.savefig(tmp, format="png", metadata={"Software": None}),
-        directory,
-        stem,
-        ".png",
-    )
-    return ArtifactRef(path=path, sha256=sha)

@@ -143,10 +143,24 @@ class SplitConfig(Frozen):
         return self
 
 
+CandidateKind = Literal[
+    "logistic_regression",
+    "hist_gradient_boosting",
+    "explainable_boosting",  # InterpretML's glass-box EBM, on the raw features
+    "threshold_optimizer",  # Fairlearn post-processing of another candidate (params.base)
+]
+MITIGATION_KINDS = ("threshold_optimizer",)
+
+
 class CandidateConfig(Frozen):
     name: str = Field(pattern=r"^[a-z0-9_-]+$")
-    kind: Literal["logistic_regression", "hist_gradient_boosting"]
+    kind: CandidateKind
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def base(self) -> str | None:
+        """The candidate a mitigation post-processes."""
+        return self.params.get("base") if self.kind in MITIGATION_KINDS else None
 
 
 class RunnerConfig(Frozen):
@@ -162,6 +176,16 @@ def _default_candidates() -> tuple[CandidateConfig, ...]:
             name="hgb",
             kind="hist_gradient_boosting",
             params={"learning_rate": 0.1, "max_iter": 200, "max_leaf_nodes": 31},
+        ),
+        CandidateConfig(
+            name="ebm",
+            kind="explainable_boosting",
+            params={"outer_bags": 2, "interactions": 3, "learning_rate": 0.05},
+        ),
+        CandidateConfig(
+            name="hgb-fair",
+            kind="threshold_optimizer",
+            params={"base": "hgb", "sensitive_feature": "sex", "constraints": "equalized_odds"},
         ),
     )
 
@@ -179,6 +203,13 @@ class TrainConfig(Frozen):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"candidate names must be unique, repeated: {duplicated}")
+        bases = {c.name: c for c in self.candidates if c.kind not in MITIGATION_KINDS}
+        for candidate in self.candidates:
+            if candidate.kind in MITIGATION_KINDS and candidate.base not in bases:
+                raise ValueError(
+                    f"candidate '{candidate.name}' ({candidate.kind}) needs params.base naming "
+                    f"one of the other candidates {sorted(bases)}, got {candidate.base!r}"
+                )
         return self
 
 
@@ -201,6 +232,33 @@ class OnnxConfig(Frozen):
     min_label_agreement: float = Field(default=0.999, gt=0, le=1)
 
 
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class FairnessConfig(Frozen):
+    """The fairness audit (every candidate, on the test split) and the gate before promotion."""
+
+    # The sensitive features to audit; None means the data set schema's ``sensitive_features``.
+    features: tuple[str, ...] | None = None
+    # The combination of all features (e.g. sex & race): audited and reported, or gated by the
+    # same limits too (its groups are small, so its gaps are the noisiest), or left out.
+    intersection: Literal["report", "gate", "off"] = "report"
+    # Groups with fewer test rows are reported but left out of the disparity metrics: a handful
+    # of rows gives rates too noisy to gate on.
+    min_group_rows: int = Field(default=100, ge=1)
+    # Limits on the disparity between groups; None turns a limit off.
+    max_equalized_odds_difference: Fraction | None = 0.2
+    max_demographic_parity_difference: Fraction | None = None
+
+
+class ExplainConfig(Frozen):
+    """Global explanations (InterpretML): every EBM's own, and the best candidate's
+    model-agnostic one."""
+
+    rows: int = Field(default=500, ge=10)  # test rows the model-agnostic explainer samples
+    top_features: int = Field(default=10, ge=1)  # listed in the model card
+
+
 class TrackingConfig(Frozen):
     experiment: str = "train-tabular"
 
@@ -211,7 +269,45 @@ class TabularConfig(Frozen):
     train: TrainConfig = Field(default_factory=TrainConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     onnx: OnnxConfig = Field(default_factory=OnnxConfig)
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _sensitive_features_exist(self) -> TabularConfig:
+        schema = self.data.dataset
+        for feature in self.sensitive_features:
+            spec = schema.columns.get(feature)
+            if feature == schema.target.column or spec is None:
+                raise ValueError(
+                    f"fairness feature '{feature}' is not a feature column of data set "
+                    f"'{schema.name}'"
+                )
+            if not isinstance(spec, CategoricalColumn):
+                raise ValueError(
+                    f"fairness feature '{feature}' is numeric; sensitive features must be "
+                    "categorical (bin it into a categorical column first)"
+                )
+        for candidate in self.train.candidates:
+            mitigated = candidate.params.get("sensitive_feature")
+            if candidate.kind in MITIGATION_KINDS and mitigated not in self.sensitive_features:
+                audited = list(self.sensitive_features) or (
+                    f"none: data set '{schema.name}' declares no sensitive_features and "
+                    "fairness.features is not set"
+                )
+                raise ValueError(
+                    f"candidate '{candidate.name}' ({candidate.kind}) needs "
+                    f"params.sensitive_feature naming an audited feature ({audited}), "
+                    f"got {mitigated!r}"
+                )
+        return self
+
+    @property
+    def sensitive_features(self) -> tuple[str, ...]:
+        """The features the fairness audit groups by."""
+        if self.fairness.features is not None:
+            return self.fairness.features
+        return self.data.dataset.sensitive_features
 
 
 def lower_is_better(metric: Metric) -> bool:

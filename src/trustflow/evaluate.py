@@ -41,7 +41,9 @@ class Evaluation(BaseModel):
 
 def evaluate_model(model: Pipeline, features: pd.DataFrame, target: np.ndarray) -> Evaluation:
     proba = model.predict_proba(features)[:, 1]
-    labels = (proba >= 0.5).astype(np.int64)
+    # The model's own labels: for a randomised classifier (a fairness post-processing) they are
+    # not a threshold on ``proba``.
+    labels = np.asarray(model.predict(features), dtype=np.int64)
     fpr, tpr, _ = roc_curve(target, proba)
     metrics = Metrics(
         roc_auc=float(roc_auc_score(target, proba)),

@@ -86,3 +86,21 @@ def write_addressed(
 
 def load_artifact(ref: ArtifactRef) -> Any:
     return joblib.load(ref.path)
+
+
+def save_png(figure: Any, directory: Path, stem: str) -> ArtifactRef:
+    """A matplotlib figure as a content-addressed PNG (no timestamp, so equal plots hash equal)."""
+    path, sha = write_addressed(
+        lambda tmp: figure.savefig(tmp, format="png", metadata={"Software": None}),
+        directory,
+        stem,
+        ".png",
+    )
+    return ArtifactRef(path=path, sha256=sha)
+
+
+def save_text(text: str, directory: Path, stem: str, suffix: str) -> ArtifactRef:
+    path, sha = write_addressed(
+        lambda tmp: tmp.write_text(text, encoding="utf-8"), directory, stem, suffix
+    )
+    return ArtifactRef(path=path, sha256=sha)

@@ -24,7 +24,7 @@ from trustflow.export.onnx import inference_session, to_feed
 from trustflow.io import file_digest
 from trustflow.workspace import Workspace
 
-DOWNSTREAM = ("split", "preprocess", "train", "evaluate", "export")
+DOWNSTREAM = ("split", "preprocess", "train", "evaluate", "export", "audit", "explain")
 SCHEMA = TabularConfig().data.dataset
 
 
@@ -54,8 +54,11 @@ def test_first_run_registers_a_champion_with_lineage(first, ws: Workspace) -> No
     assert first.model.promoted and first.model.new_version
     assert not any(first.cache.values())
     assert first.model.candidate in first.candidates
+    # The champion is the best candidate among those that pass the gates.
+    assert first.gates[first.model.candidate] == "passed"
     best = first.candidates[first.model.candidate]
-    assert best["roc_auc"] == max(c["roc_auc"] for c in first.candidates.values())
+    passing = [first.candidates[name] for name, gate in first.gates.items() if gate == "passed"]
+    assert best["roc_auc"] == max(c["roc_auc"] for c in passing)
 
     # DVC: the versioned file, its .dvc record and the summary agree on the md5.
     dvc = yaml.safe_load((ws.root / first.dataset.dvc_file).read_text())["outs"][0]

@@ -92,7 +92,12 @@ def test_schema_reference_to_a_file(tmp_path: Path) -> None:
         "  y: {kind: categorical, categories: ['no', 'yes']}\n"
         "target: {column: y, positive: 'yes'}\n"
     )
-    cfg = load_config(None, [f"data.dataset={schema}"])
+    # The default candidates mitigate Adult's 'sex'; a data set without it says so.
+    with pytest.raises(ConfigError, match="data set 'toy' declares no sensitive_features"):
+        load_config(None, [f"data.dataset={schema}"])
+    cfg = load_config(
+        None, [f"data.dataset={schema}", "train.candidates=[{name: lr, kind: logistic_regression}]"]
+    )
     assert cfg.data.dataset.name == "toy" and cfg.data.dataset.numeric_features == ["x"]
     with pytest.raises(ConfigError, match=r"nope\.yaml"):
         load_config(None, [f"data.dataset={tmp_path / 'nope.yaml'}"])

@@ -130,8 +130,32 @@ def _register_converters() -> None:
     )
 
 
+class NotExportable(Exception):
+    """A model with no ONNX form; its message says why (it cannot be deployed)."""
+
+
 def convert_pipeline(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) -> onnx.ModelProto:
     """Convert the whole fitted pipeline and validate the graph with ``onnx.checker``."""
+    reason = getattr(model, "onnx_unsupported_reason", None)
+    if reason is not None:
+        raise NotExportable(reason)
+    if _is_glassbox(model):
+        graph = _convert_ebm(model, schema)
+    else:
+        graph = _convert_sklearn(model, schema, cfg)
+    # What a server needs beyond the graph: the label names behind the 0/1 output.
+    negative, positive = schema.target_labels
+    for key, value in {
+        METADATA_DATASET: schema.name,
+        METADATA_TARGET: schema.target.column,
+        METADATA_CLASSES: json.dumps([negative, positive]),
+    }.items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(graph, full_check=True)
+    return graph
+
+
+def _convert_sklearn(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) -> onnx.ModelProto:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
 
@@ -145,21 +169,53 @@ def convert_pipeline(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) ->
         )
         for name in schema.feature_columns
     ]
-    graph = convert_sklearn(
+    graph: onnx.ModelProto = convert_sklearn(
         model,
         initial_types=inputs,
         target_opset={"": cfg.opset, "ai.onnx.ml": ML_OPSET},
         options={id(model): {"zipmap": False}},
     )
-    # What a server needs beyond the graph: the label names behind the 0/1 output.
-    negative, positive = schema.target_labels
-    for key, value in {
-        METADATA_DATASET: schema.name,
-        METADATA_TARGET: schema.target.column,
-        METADATA_CLASSES: json.dumps([negative, positive]),
-    }.items():
-        graph.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(graph, full_check=True)
+    return graph
+
+
+def _is_glassbox(model: Pipeline) -> bool:
+    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    return type(final).__name__ == "ExplainableBoostingClassifier"
+
+
+def _convert_ebm(model: Pipeline, schema: DatasetSchema) -> onnx.ModelProto:
+    """An EBM through ebm2onnx (it builds its own graph and opsets), with its one-dimensional
+    inputs wrapped into the (n, 1) per-column inputs every trustflow graph has."""
+    import ebm2onnx
+    from onnx import helper, numpy_helper
+
+    if len(model.steps) != 1:
+        raise NotExportable("an EBM converts to ONNX only on the raw features (no preprocessing)")
+    numeric = set(schema.numeric_features)
+    dtypes = {name: "double" if name in numeric else "str" for name in schema.feature_columns}
+    graph: onnx.ModelProto = ebm2onnx.to_onnx(
+        model.steps[-1][1],
+        dtype=dtypes,
+        predict_proba=True,
+        prediction_name="label",
+        probabilities_name="probabilities",
+    )
+    body = graph.graph
+    flat_shape = "trustflow_flat_shape"
+    body.initializer.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), flat_shape))
+    reshapes, inputs = [], []
+    for node_input in body.input:
+        flat = f"{node_input.name}_flat"
+        for node in body.node:
+            node.input[:] = [flat if name == node_input.name else name for name in node.input]
+        reshapes.append(helper.make_node("Reshape", [node_input.name, flat_shape], [flat]))
+        element = node_input.type.tensor_type.elem_type
+        inputs.append(helper.make_tensor_value_info(node_input.name, element, [None, 1]))
+    nodes = reshapes + list(body.node)
+    body.ClearField("node")
+    body.node.extend(nodes)
+    body.ClearField("input")
+    body.input.extend(inputs)
     return graph
 
 
@@ -215,6 +271,11 @@ class OnnxReport(BaseModel):
     parity: ParityReport
 
 
+def _default_opset(graph_bytes: bytes) -> int:
+    imports = onnx.load_from_string(graph_bytes).opset_import
+    return next(int(entry.version) for entry in imports if entry.domain in ("", "ai.onnx"))
+
+
 def inference_session(graph_bytes: bytes) -> Any:
     import onnxruntime as ort
 
@@ -250,7 +311,7 @@ def check_parity(
         passed=diff <= cfg.max_abs_diff and agreement >= cfg.min_label_agreement,
     )
     return OnnxReport(
-        opset=cfg.opset,
+        opset=_default_opset(graph_bytes),
         size_bytes=len(graph_bytes),
         latency_us_single_row=float(np.median(timings) * 1e6),
         parity=parity,

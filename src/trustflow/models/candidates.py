@@ -1,5 +1,10 @@
 """Candidate classifiers. Each trained candidate is a whole Pipeline (preprocess + model), so it
-scores the records a client sends and converts to ONNX as one graph."""
+scores the records a client sends and converts to ONNX as one graph.
+
+The Explainable Boosting Machine is the exception to the shared preprocessing: a glass box is only
+readable on the features people know, so it takes the raw columns (it bins numbers and encodes
+categories itself) and its pipeline is the model alone.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from trustflow.config import CandidateConfig
+from trustflow.config import MITIGATION_KINDS, CandidateConfig
 from trustflow.errors import ConfigError
 
 
@@ -19,6 +24,12 @@ def make_estimator(cfg: CandidateConfig, seed: int) -> ClassifierMixin:
     try:
         if cfg.kind == "logistic_regression":
             return LogisticRegression(**{"max_iter": 2000, **cfg.params, "random_state": seed})
+        if cfg.kind == "explainable_boosting":
+            from interpret.glassbox import ExplainableBoostingClassifier
+
+            return ExplainableBoostingClassifier(**{**cfg.params, "random_state": seed})
+        if cfg.kind in MITIGATION_KINDS:
+            raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}) post-processes another one")
         return HistGradientBoostingClassifier(**{**cfg.params, "random_state": seed})
     except TypeError as exc:  # an unknown keyword in params
         raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}): {exc}") from exc
@@ -33,8 +44,11 @@ def train_candidate(
 ) -> Pipeline:
     """Fit the classifier on the already-fitted preprocessor's output and join the two."""
     estimator = make_estimator(cfg, seed)
+    raw_features = cfg.kind == "explainable_boosting"
     try:
-        estimator.fit(preprocessor.transform(features), target)
+        estimator.fit(features if raw_features else preprocessor.transform(features), target)
     except ValueError as exc:  # sklearn rejects invalid hyper-parameter values at fit time
         raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}): {exc}") from exc
+    if raw_features:
+        return Pipeline([("model", estimator)])
     return Pipeline([("preprocess", preprocessor), ("model", estimator)])

@@ -1,0 +1,360 @@
+"""Fairness audit (Fairlearn ``MetricFrame``) and the gate a candidate must pass to be promoted.
+
+Per sensitive feature, and for the intersection of all of them, the audit reports each group's
+selection rate, true and false positive rates, accuracy and row count. The disparity metrics are
+Fairlearn's definitions over the groups large enough to measure:
+
+- demographic-parity difference: max - min selection rate; ratio: min / max,
+- equalized-odds difference: the larger of the TPR gap and the FPR gap.
+
+A group with fewer than ``min_group_rows`` test rows (or with no positive or no negative rows, so
+a rate is undefined) is listed, with its counts, but left out of those metrics; the report says
+so rather than dividing by zero or gating on the noise of a dozen rows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; never open a window
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from pydantic import BaseModel, ConfigDict
+
+from trustflow.config import FairnessConfig
+
+INTERSECTION = " & "  # joins feature names, and group labels, of the intersection
+RATES = ("selection_rate", "tpr", "fpr", "accuracy")
+RATE_TITLES = {
+    "selection_rate": "Selection rate",
+    "tpr": "True positive rate",
+    "fpr": "False positive rate",
+    "accuracy": "Accuracy",
+}
+Disparity = Literal["equalized_odds_difference", "demographic_parity_difference"]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GroupMetrics(Frozen):
+    group: str
+    count: int
+    positives: int
+    selection_rate: float
+    tpr: float | None  # None when the group has no positive rows
+    fpr: float | None  # None when the group has no negative rows
+    accuracy: float
+    measured: bool  # counted in the disparity metrics
+    note: str = ""  # why it is not
+
+
+class Gap(Frozen):
+    """Where a disparity comes from: the rate, and the groups with the highest and lowest."""
+
+    rate: str
+    high_group: str
+    high: float
+    low_group: str
+    low: float
+
+    def describe(self) -> str:
+        return (
+            f"{RATE_TITLES[self.rate].lower()} {self.high_group} {self.high:.3f} vs "
+            f"{self.low_group} {self.low:.3f}"
+        )
+
+
+class Violation(Frozen):
+    candidate: str
+    feature: str
+    metric: Disparity
+    value: float
+    limit: float
+    gap: Gap
+
+    def describe(self) -> str:
+        return (
+            f"{self.metric} for {self.feature} = {self.value:.3f} "
+            f"({self.gap.describe()}) exceeds fairness.max_{self.metric} = {self.limit:g}"
+        )
+
+
+class FeatureAudit(Frozen):
+    feature: str
+    gated: bool  # its violations block promotion (otherwise they are reported as warnings)
+    groups: list[GroupMetrics]
+    demographic_parity_difference: float | None  # None when fewer than two groups are measured
+    demographic_parity_ratio: float | None
+    equalized_odds_difference: float | None
+    gaps: dict[str, Gap]  # disparity metric -> where it comes from
+    warnings: list[str]
+    violations: list[Violation]
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+    def disparities(self) -> dict[str, float | None]:
+        return {
+            "demographic_parity_difference": self.demographic_parity_difference,
+            "demographic_parity_ratio": self.demographic_parity_ratio,
+            "equalized_odds_difference": self.equalized_odds_difference,
+        }
+
+
+class FairnessAudit(Frozen):
+    candidate: str
+    rows: int
+    min_group_rows: int
+    limits: dict[str, float | None]
+    features: dict[str, FeatureAudit]
+
+    @property
+    def passed(self) -> bool:
+        return all(feature.passed for feature in self.features.values())
+
+    @property
+    def violations(self) -> list[Violation]:
+        return [v for feature in self.features.values() for v in feature.violations]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for feature in self.features.values() for w in feature.warnings]
+
+    def reason(self) -> str:
+        """One line: the worst violation (the largest excess over its limit), or a pass."""
+        violations = self.violations
+        if not violations:
+            return "fairness limits met"
+        worst = max(violations, key=lambda v: v.value - v.limit)
+        more = len(violations) - 1
+        return worst.describe() + (f" (and {more} more)" if more else "")
+
+
+def audited_features(features: tuple[str, ...], cfg: FairnessConfig) -> list[str]:
+    """The single features and, when configured and there are several, their intersection."""
+    names = list(features)
+    if cfg.intersection != "off" and len(features) > 1:
+        names.append(INTERSECTION.join(features))
+    return names
+
+
+def _groups(frame: pd.DataFrame, feature: str) -> pd.Series:
+    columns = feature.split(INTERSECTION)
+    labels = frame[columns[0]].astype("string").fillna("(missing)")
+    for column in columns[1:]:
+        labels = labels + INTERSECTION + frame[column].astype("string").fillna("(missing)")
+    return labels.rename(feature)
+
+
+def _rate_among(label: int):
+    """The share predicted positive among rows whose true label is ``label`` (TPR for 1, FPR
+    for 0); NaN when the group has no such row, where Fairlearn would warn and return 0."""
+
+    def rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        rows = np.asarray(y_true) == label
+        return float(np.mean(np.asarray(y_pred)[rows] == 1)) if rows.any() else math.nan
+
+    return rate
+
+
+def _group_table(target: np.ndarray, predicted: np.ndarray, groups: pd.Series) -> pd.DataFrame:
+    from fairlearn.metrics import MetricFrame, count, selection_rate
+    from sklearn.metrics import accuracy_score
+
+    def positives(y_true: np.ndarray, y_pred: np.ndarray) -> int:
+        return int(np.sum(y_true))
+
+    frame = MetricFrame(
+        metrics={
+            "count": count,
+            "positives": positives,
+            "selection_rate": selection_rate,
+            "tpr": _rate_among(1),
+            "fpr": _rate_among(0),
+            "accuracy": accuracy_score,
+        },
+        y_true=target,
+        y_pred=predicted,
+        sensitive_features=groups,
+    )
+    return frame.by_group
+
+
+def _gap(table: pd.DataFrame, rate: str) -> Gap:
+    column = table[rate].astype(float)
+    return Gap(
+        rate=rate,
+        high_group=str(column.idxmax()),
+        high=float(column.max()),
+        low_group=str(column.idxmin()),
+        low=float(column.min()),
+    )
+
+
+def audit_feature(
+    candidate: str,
+    feature: str,
+    target: np.ndarray,
+    predicted: np.ndarray,
+    groups: pd.Series,
+    cfg: FairnessConfig,
+    gated: bool = True,
+) -> FeatureAudit:
+    table = _group_table(target, predicted, groups)
+    rows: list[GroupMetrics] = []
+    for group, row in table.iterrows():
+        count = int(row["count"])
+        tpr, fpr = row["tpr"], row["fpr"]
+        note = ""
+        if count < cfg.min_group_rows:
+            note = f"{count} rows < fairness.min_group_rows = {cfg.min_group_rows}"
+        elif math.isnan(tpr) or math.isnan(fpr):
+            note = "no positive rows" if math.isnan(tpr) else "no negative rows"
+        rows.append(
+            GroupMetrics(
+                group=str(group),
+                count=count,
+                positives=int(row["positives"]),
+                selection_rate=float(row["selection_rate"]),
+                tpr=None if math.isnan(tpr) else float(tpr),
+                fpr=None if math.isnan(fpr) else float(fpr),
+                accuracy=float(row["accuracy"]),
+                measured=not note,
+                note=note,
+            )
+        )
+    measured = table.loc[[str(row.group) for row in rows if row.measured]]
+    warnings = [
+        f"{feature} = {row.group}: not measured ({row.note})" for row in rows if not row.measured
+    ]
+    if len(measured) < 2:
+        warnings.append(
+            f"{feature}: fewer than two groups with at least {cfg.min_group_rows} rows; "
+            "no disparity measured and no limit applied"
+        )
+        return FeatureAudit(
+            feature=feature,
+            gated=gated,
+            groups=rows,
+            demographic_parity_difference=None,
+            demographic_parity_ratio=None,
+            equalized_odds_difference=None,
+            gaps={},
+            warnings=warnings,
+            violations=[],
+        )
+    selection = _gap(measured, "selection_rate")
+    odds = max((_gap(measured, "tpr"), _gap(measured, "fpr")), key=lambda g: g.high - g.low)
+    disparities: dict[Disparity, tuple[float, Gap]] = {
+        "demographic_parity_difference": (selection.high - selection.low, selection),
+        "equalized_odds_difference": (odds.high - odds.low, odds),
+    }
+    limits: dict[Disparity, float | None] = {
+        "demographic_parity_difference": cfg.max_demographic_parity_difference,
+        "equalized_odds_difference": cfg.max_equalized_odds_difference,
+    }
+    exceeded = [
+        Violation(
+            candidate=candidate, feature=feature, metric=metric, value=value, limit=limit, gap=gap
+        )
+        for metric, (value, gap) in disparities.items()
+        if (limit := limits[metric]) is not None and value > limit
+    ]
+    if not gated:
+        warnings += [
+            f"{v.describe()}: reported, not gated (fairness.intersection)" for v in exceeded
+        ]
+    violations = exceeded if gated else []
+    return FeatureAudit(
+        feature=feature,
+        gated=gated,
+        groups=rows,
+        demographic_parity_difference=disparities["demographic_parity_difference"][0],
+        demographic_parity_ratio=selection.low / selection.high if selection.high > 0 else 1.0,
+        equalized_odds_difference=disparities["equalized_odds_difference"][0],
+        gaps={metric: gap for metric, (_, gap) in disparities.items()},
+        warnings=warnings,
+        violations=violations,
+    )
+
+
+def audit_predictions(
+    candidate: str,
+    frame: pd.DataFrame,
+    target: np.ndarray,
+    predicted: np.ndarray,
+    features: tuple[str, ...],
+    cfg: FairnessConfig,
+) -> FairnessAudit:
+    """Audit one candidate's predicted labels on ``frame`` (the test split)."""
+    return FairnessAudit(
+        candidate=candidate,
+        rows=len(frame),
+        min_group_rows=cfg.min_group_rows,
+        limits={
+            "max_equalized_odds_difference": cfg.max_equalized_odds_difference,
+            "max_demographic_parity_difference": cfg.max_demographic_parity_difference,
+        },
+        features={
+            name: audit_feature(
+                candidate,
+                name,
+                target,
+                np.asarray(predicted),
+                _groups(frame, name),
+                cfg,
+                gated=name in features or cfg.intersection == "gate",
+            )
+            for name in audited_features(features, cfg)
+        },
+    )
+
+
+def audit_figure(audit: FeatureAudit, title: str) -> Figure:
+    """One bar chart per rate, a bar per group; groups left out of the metrics are hatched."""
+    groups = audit.groups
+    fig = Figure(figsize=(10, 2.2 + 0.28 * len(groups)), dpi=100)
+    axes = fig.subplots(1, len(RATES), sharey=True)
+    positions = np.arange(len(groups))
+    for ax, rate in zip(axes, RATES, strict=True):
+        values = [getattr(g, rate) if getattr(g, rate) is not None else 0.0 for g in groups]
+        bars = ax.barh(positions, values, color=["C0" if g.measured else "0.75" for g in groups])
+        for bar, group in zip(bars, groups, strict=True):
+            if not group.measured:
+                bar.set_hatch("//")
+        ax.set(title=RATE_TITLES[rate], xlim=(0, 1))
+        ax.grid(axis="x", linewidth=0.3)
+    axes[0].set_yticks(positions, labels=[f"{g.group} (n={g.count:,})" for g in groups])
+    axes[0].invert_yaxis()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def fairness_table(audit: FairnessAudit) -> str:
+    """The disparity metrics per feature as a Markdown table (the model card's)."""
+
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    lines = [
+        "| Feature | Demographic parity difference | Demographic parity ratio "
+        "| Equalized odds difference | Passed |",
+        "|---|---|---|---|---|",
+    ]
+    for name, feature in audit.features.items():
+        lines.append(
+            f"| {name} | {number(feature.demographic_parity_difference)} "
+            f"| {number(feature.demographic_parity_ratio)} "
+            f"| {number(feature.equalized_odds_difference)} "
+            f"| {('yes' if feature.passed else 'no') if feature.gated else 'not gated'} |"
+        )
+    return "\n".join(lines)
