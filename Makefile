@@ -41,8 +41,9 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-benchmark: $(STAMP) ## measure pipeline overhead and ONNX latency (prints ratios)
+benchmark: $(STAMP) ## measure pipeline overhead, fairness, ONNX latency, serving (prints ratios)
 	$(BIN)/python benchmarks/pipeline_overhead.py
+	$(BIN)/python benchmarks/fairness.py
 	$(BIN)/python benchmarks/onnx_latency.py
 	$(BIN)/python benchmarks/serving.py
 
