@@ -146,46 +146,63 @@ def audited_features(features: tuple[str, ...], cfg: FairnessConfig) -> list[str
     return names
 
 
-def _groups(frame: pd.DataFrame, feature: str) -> pd.Series:
-    columns = feature.split(INTERSECTION)
-    labels = frame[columns[0]].astype("string").fillna("(missing)")
-    for column in columns[1:]:
-        labels = labels + INTERSECTION + frame[column].astype("string").fillna("(missing)")
-    return labels.rename(feature)
-
-
-def _rate_among(label: int):
-    """The share predicted positive among rows whose true label is ``label`` (TPR for 1, FPR
-    for 0); NaN when the group has no such row, where Fairlearn would warn and return 0."""
-
-    def rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-        rows = np.asarray(y_true) == label
-        return float(np.mean(np.asarray(y_pred)[rows] == 1)) if rows.any() else math.nan
-
-    return rate
-
-
-def _group_table(target: np.ndarray, predicted: np.ndarray, groups: pd.Series) -> pd.DataFrame:
-    from fairlearn.metrics import MetricFrame, count, selection_rate
-    from sklearn.metrics import accuracy_score
+def _finest_counts(
+    frame: pd.DataFrame, target: np.ndarray, predicted: np.ndarray, features: tuple[str, ...]
+) -> pd.DataFrame:
+    """One Fairlearn ``MetricFrame`` over the finest groups (each combination of the features)
+    with additive counts only: every coarser grouping is a sum of its rows, so one pass serves
+    the single features and their intersection alike."""
+    from fairlearn.metrics import MetricFrame, count
 
     def positives(y_true: np.ndarray, y_pred: np.ndarray) -> int:
         return int(np.sum(y_true))
 
-    frame = MetricFrame(
+    def selected(y_true: np.ndarray, y_pred: np.ndarray) -> int:
+        return int(np.sum(y_pred))
+
+    def true_positives(y_true: np.ndarray, y_pred: np.ndarray) -> int:
+        return int(np.sum(np.asarray(y_true) * np.asarray(y_pred)))
+
+    groups = pd.DataFrame(
+        {name: frame[name].astype("string").fillna("(missing)") for name in features}
+    )
+    metrics = MetricFrame(
         metrics={
             "count": count,
             "positives": positives,
-            "selection_rate": selection_rate,
-            "tpr": _rate_among(1),
-            "fpr": _rate_among(0),
-            "accuracy": accuracy_score,
+            "selected": selected,
+            "true_positives": true_positives,
         },
-        y_true=target,
-        y_pred=predicted,
+        y_true=np.asarray(target, dtype=np.int64),
+        y_pred=np.asarray(predicted, dtype=np.int64),
         sensitive_features=groups,
     )
-    return frame.by_group
+    # by_group lists every combination of values; the ones with no rows are empty (NaN).
+    table = metrics.by_group.dropna(subset=["count"]).reset_index()
+    return table[table["count"] > 0]
+
+
+def _group_table(counts: pd.DataFrame, feature: str) -> pd.DataFrame:
+    """Rates per group of ``feature`` (one column, or an intersection ``a & b``) from the finest
+    counts. TPR (FPR) is NaN for a group with no positive (negative) row, where Fairlearn's own
+    rate functions would warn and return 0."""
+    columns = feature.split(INTERSECTION)
+    summed = counts.groupby(columns)[["count", "positives", "selected", "true_positives"]].sum()
+    if len(columns) > 1:
+        summed.index = [INTERSECTION.join(map(str, key)) for key in summed.index]
+    summed.index = summed.index.map(str)
+    n, pos, sel, tp = (summed[c].astype(float) for c in summed.columns)
+    neg, fp = n - pos, sel - tp
+    return pd.DataFrame(
+        {
+            "count": n,
+            "positives": pos,
+            "selection_rate": sel / n,
+            "tpr": (tp / pos).where(pos > 0),
+            "fpr": (fp / neg).where(neg > 0),
+            "accuracy": (tp + (neg - fp)) / n,
+        }
+    )
 
 
 def _gap(table: pd.DataFrame, rate: str) -> Gap:
@@ -202,17 +219,14 @@ def _gap(table: pd.DataFrame, rate: str) -> Gap:
 def audit_feature(
     candidate: str,
     feature: str,
-    target: np.ndarray,
-    predicted: np.ndarray,
-    groups: pd.Series,
+    table: pd.DataFrame,
     cfg: FairnessConfig,
     gated: bool = True,
 ) -> FeatureAudit:
-    table = _group_table(target, predicted, groups)
     rows: list[GroupMetrics] = []
     for group, row in table.iterrows():
         count = int(row["count"])
-        tpr, fpr = row["tpr"], row["fpr"]
+        tpr, fpr = float(row["tpr"]), float(row["fpr"])
         note = ""
         if count < cfg.min_group_rows:
             note = f"{count} rows < fairness.min_group_rows = {cfg.min_group_rows}"
@@ -295,6 +309,7 @@ def audit_predictions(
     cfg: FairnessConfig,
 ) -> FairnessAudit:
     """Audit one candidate's predicted labels on ``frame`` (the test split)."""
+    counts = _finest_counts(frame, target, predicted, features)
     return FairnessAudit(
         candidate=candidate,
         rows=len(frame),
@@ -307,9 +322,7 @@ def audit_predictions(
             name: audit_feature(
                 candidate,
                 name,
-                target,
-                np.asarray(predicted),
-                _groups(frame, name),
+                _group_table(counts, name),
                 cfg,
                 gated=name in features or cfg.intersection == "gate",
             )
