@@ -110,7 +110,7 @@ def main() -> None:
     names = list(results[0])
     print(f"\nmeans ± sd over {len(results)} splits (test split, fairness.min_group_rows = 100)")
     print(f"{'candidate':<12} {'accuracy':>17} {'EOD sex':>17} {'DPD sex':>17} "
-          f"{'EOD race':>17} {'passes gate':>11}")  # fmt: skip
+          f"{'EOD race':>17} {'fairness ok':>11}")  # fmt: skip
     for name in names:
         cells = [spread([r[name][key] for r in results]) for key in
                  ("accuracy", "eod_sex", "dpd_sex", "eod_race")]  # fmt: skip

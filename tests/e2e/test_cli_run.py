@@ -22,6 +22,9 @@ REQUIRED = {
     "mlflow": {"tracking_uri", "run_id"},
     "onnx": {"opset", "size_bytes", "max_abs_diff", "label_agreement", "passed",
              "latency_us_single_row"},
+    "gates": {"logreg", "hgb", "ebm", "hgb-fair"},
+    "fairness": {"sex", "race", "sex & race"},
+    "model_card": None,
 }  # fmt: skip
 
 
@@ -55,6 +58,13 @@ def test_json_run_on_bundled_data_registers_a_good_champion(first_run, workspace
     assert summary["model"] == summary["model"] | {"name": "adult-income", "alias": "champion"}
     assert summary["metrics"]["roc_auc"] >= 0.90  # the quality bar of the default run
     assert summary["onnx"]["passed"] and summary["onnx"]["max_abs_diff"] <= 1e-4
+    # The champion passed every gate; the mitigated candidate cannot, having no ONNX form.
+    assert summary["gates"][summary["model"]["candidate"]] == "passed"
+    assert summary["fairness"]["sex"]["passed"] and summary["fairness"]["sex"]["gated"]
+    assert "no ONNX form for 'hgb-fair'" in summary["gates"]["hgb-fair"]
+    assert summary["model_card"].endswith(
+        f"model_card/adult-income-v{summary['model']['version']}.md"
+    )
     assert first_run.stderr.strip() == ""  # --json: no progress, warnings or tracebacks
 
     uri = summary["mlflow"]["tracking_uri"]
@@ -72,7 +82,7 @@ def test_people_see_one_line_per_stage_and_a_summary(first_run, workspace) -> No
     done = _trustflow(workspace)  # second run: served from cache
     assert done.returncode == 0, done.stderr
     stages = ["ingest", "validate", "version", "split", "preprocess", "train", "evaluate",
-              "export", "track", "register", "promote"]  # fmt: skip
+              "export", "audit", "explain", "track", "register", "card", "promote"]  # fmt: skip
     lines = done.stderr.splitlines()
     for stage in stages:
         assert sum(stage in line.split()[:2] for line in lines) == 1, done.stderr
