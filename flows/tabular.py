@@ -19,6 +19,7 @@ from flows.progress import StageLog
 from tasks import tracking
 from tasks.data import ingest_dataset, split_dataset, validate_dataset, version_dataset
 from tasks.export import ExportedCandidate, export_onnx
+from tasks.privacy import PrivacySummary, check_budget, preprocess_private, privacy_off
 from tasks.responsible import AuditedCandidate, audit_fairness, explain
 from tasks.train import EvaluatedCandidate, evaluate, mitigate, preprocess, train
 from trustflow.config import Metric, TabularConfig, lower_is_better
@@ -75,6 +76,7 @@ class RunSummary(BaseModel):
     onnx: OnnxSummary
     fairness: dict[str, FairnessSummary]  # the registered model's, per audited feature
     model_card: str  # artifact URI of the registered version's card
+    privacy: PrivacySummary
     mlflow: dict[str, str]
     cache: dict[str, bool]  # stage -> served from Prefect's cache
     workspace: str
@@ -139,6 +141,9 @@ def train_tabular(
     schema = config.data.dataset
     stages = StageLog()
 
+    if config.privacy.mode != "off":
+        # Before any row is read: a run the recorded releases leave no budget for stops here.
+        stages.run("privacy", check_budget, config.privacy, config.data, ws, detail=lambda d: d)
     staged, origin = stages.run(
         "ingest",
         ingest_dataset,
@@ -175,9 +180,31 @@ def train_tabular(
         ws,
         detail=lambda s: f"train/valid/test {s.train.rows:,}/{s.valid.rows:,}/{s.test.rows:,}",
     )
-    preprocessor = stages.run(
-        "preprocess", preprocess, splits.train, schema, ws, detail=lambda _: "fitted on train"
-    )
+    release = None
+    if config.privacy.mode == "off":
+        preprocessor = stages.run(
+            "preprocess", preprocess, splits.train, schema, ws, detail=lambda _: "fitted on train"
+        )
+        privacy = privacy_off(config.privacy, lineage.data.md5, ws)
+    else:
+        preprocessor, privacy, release = stages.run(
+            "preprocess",
+            preprocess_private,
+            splits.train,
+            lineage.data.md5,
+            config.privacy,
+            config.data,
+            ws,
+            detail=lambda r: (
+                f"DP release {r[1].release_id[:8] if r[1].release_id else ''} "
+                + (
+                    "reused (ε 0 spent)"
+                    if r[1].reused
+                    else f"ε {r[1].epsilon_spent:g} spent ({r[1].accounting})"
+                )
+                + f", {r[1].budget_remaining:g} of {r[1].budget:g} left"
+            ),
+        )
     base_runs = {
         cfg.name: train.submit(splits.train, preprocessor, cfg, schema, config.train.seed, ws)
         for cfg in config.train.candidates
@@ -265,6 +292,8 @@ def train_tabular(
             audits,
             glassbox_explanations,
             best_explanation,
+            privacy,
+            release,
             splits.test,
             detail=lambda r: f"run {r.run_id}",
         )
@@ -310,6 +339,7 @@ def train_tabular(
                 onnx_reason=best_export.reason(),
                 gates_passed=verdict is None,
                 gate_reason="ONNX parity and fairness limits met" if verdict is None else verdict,
+                privacy=privacy.statement,
                 mlflow_run_id=run.run_id,
             ),
             top_features=config.explain.top_features,
@@ -389,6 +419,7 @@ def train_tabular(
             for name, feature in best_audit.audit.features.items()
         },
         model_card=card_uri,
+        privacy=privacy,
         onnx=OnnxSummary(
             opset=onnx_report.opset,
             size_bytes=onnx_report.size_bytes,

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.data import Lineage, ValidatedData
 from tasks.export import ExportedCandidate
+from tasks.privacy import PrivacySummary
 from tasks.responsible import AuditedCandidate, ExplainedModel
 from tasks.train import EvaluatedCandidate
 from trustflow.config import (
@@ -46,6 +47,7 @@ from trustflow.config import (
 from trustflow.evaluate import evaluate_model
 from trustflow.io import load_artifact, read_frame
 from trustflow.models.preprocess import features_and_target
+from trustflow.privacy.mechanisms import PrivateRelease
 from trustflow.refs import DataRef
 from trustflow.serving.scorer import ModelLoadError, ModelRejected, ModelRelease
 from trustflow.workspace import Workspace
@@ -238,6 +240,8 @@ def track_pipeline(
     audits: dict[str, AuditedCandidate],
     explanations: dict[str, ExplainedModel],
     best_explanation: ExplainedModel,
+    privacy: PrivacySummary,
+    release: PrivateRelease | None,
     test: DataRef,
 ) -> TrackedRun:
     """Log the whole run: config, lineage, data checks, the gate table and the best candidate's
@@ -289,6 +293,7 @@ def track_pipeline(
             "gates.json",
         )
         _log_explanation(best_explanation, "explanation")
+        _log_privacy(privacy, release)
         candidate_runs: dict[str, str] = {}
         model_uris: dict[str, str] = {}
         for item in evaluated:
@@ -370,6 +375,27 @@ def _log_audit(audited: AuditedCandidate) -> None:
     _log_as(audited.report_json.path, "fairness", "audit.json")
     for feature, chart in audited.charts.items():
         _log_as(chart.path, "fairness", f"{_metric_key(feature)}.png")
+
+
+def _log_privacy(privacy: PrivacySummary, release: PrivateRelease | None) -> None:
+    """The run's privacy section: what was spent and left, the release used, what it covers."""
+    mlflow.set_tags(
+        {
+            "trustflow.privacy.mode": privacy.mode,
+            "trustflow.privacy.release_id": privacy.release_id or "none",
+            "trustflow.privacy.reused": str(privacy.reused).lower(),
+        }
+    )
+    mlflow.log_metrics(
+        {
+            "privacy.epsilon_spent": privacy.epsilon_spent,
+            "privacy.release_epsilon": privacy.release_epsilon,
+            "privacy.budget_remaining": privacy.budget_remaining,
+        }
+    )
+    mlflow.log_dict(privacy.model_dump(mode="json"), "privacy/summary.json")
+    if release is not None:
+        mlflow.log_dict(release.model_dump(mode="json"), "privacy/release.json")
 
 
 def _log_explanation(explained: ExplainedModel, artifact_dir: str) -> None:

@@ -259,6 +259,48 @@ class ExplainConfig(Frozen):
     top_features: int = Field(default=10, ge=1)  # listed in the model card
 
 
+class PrivacyConfig(Frozen):
+    """Differentially private preprocessing (OpenDP) and the privacy budget it spends.
+
+    ``mode: preprocessing`` fits the shared preprocessor's statistics (numeric means and
+    variances within the schema's public bounds, category counts) under differential privacy.
+    Only those statistics are protected: the models themselves train on the raw rows and are not
+    differentially private. ``epsilon`` is the whole release's ε, split evenly over its
+    statistics; ``budget`` is the total ε the ledger allows per data set version (its md5).
+    """
+
+    mode: Literal["off", "preprocessing"] = "off"
+    epsilon: float = Field(default=1.0, gt=0)
+    # pure: Laplace noise, ε-DP (delta must be 0). zcdp: Gaussian noise, ρ-zCDP composed over the
+    # statistics and reported as (ε, δ)-DP with this delta.
+    accounting: Literal["pure", "zcdp"] = "pure"
+    delta: float = Field(default=0.0, ge=0, lt=1)
+    budget: float = Field(default=3.0, gt=0)
+    # A category is kept when its noisy count reaches this; the rest share the encoder's
+    # all-zeros "infrequent" code (as unknown values do).
+    min_category_count: float = Field(default=20.0, ge=0)
+    # A label for the release. Identical rows, settings and label reuse the recorded release
+    # (no new spend); a new label draws fresh noise and spends ε again. OpenDP's noise cannot be
+    # seeded, so reruns are reproducible through reuse, not through a seed.
+    release: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]+$")
+    # The ledger of releases; null = <workspace>/.trustflow/privacy-ledger.json.
+    ledger: str | None = None
+
+    @model_validator(mode="after")
+    def _delta_matches_accounting(self) -> PrivacyConfig:
+        if self.accounting == "pure" and self.delta != 0:
+            raise ValueError(
+                f"privacy.delta = {self.delta} needs privacy.accounting: zcdp (pure ε-DP has δ = 0)"
+            )
+        if self.accounting == "zcdp" and not 0 < self.delta < 1:
+            raise ValueError("privacy.accounting: zcdp needs 0 < privacy.delta < 1")
+        if self.mode != "off" and self.epsilon > self.budget:
+            raise ValueError(
+                f"privacy.epsilon = {self.epsilon:g} exceeds privacy.budget = {self.budget:g}"
+            )
+        return self
+
+
 class TrackingConfig(Frozen):
     experiment: str = "train-tabular"
 
@@ -271,6 +313,7 @@ class TabularConfig(Frozen):
     onnx: OnnxConfig = Field(default_factory=OnnxConfig)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
@@ -300,6 +343,23 @@ class TabularConfig(Frozen):
                     f"params.sensitive_feature naming an audited feature ({audited}), "
                     f"got {mitigated!r}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _private_columns_have_bounds(self) -> TabularConfig:
+        if self.privacy.mode == "off":
+            return self
+        schema = self.data.dataset
+        unbounded = [
+            name
+            for name in schema.numeric_features
+            if isinstance(spec := schema.columns[name], NumericColumn) and spec.bounds is None
+        ]
+        if unbounded:
+            raise ValueError(
+                f"privacy.mode = {self.privacy.mode} needs public bounds for every numeric "
+                f"column; data set '{schema.name}' declares none for {unbounded}"
+            )
         return self
 
     @property

@@ -19,3 +19,11 @@ class DataValidationError(TrustflowError):
 
 class GateFailed(TrustflowError):
     """A model failed a gate (ONNX parity, ...); it is recorded but never promoted."""
+
+
+class PrivacyBudgetExceeded(TrustflowError):
+    """A differentially private release would spend more ε than the data set's budget allows."""
+
+
+class PrivacyLedgerError(TrustflowError):
+    """The privacy ledger cannot be read or written; it is never reset silently."""

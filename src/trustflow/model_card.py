@@ -7,12 +7,9 @@ from pydantic import BaseModel, ConfigDict
 from trustflow.explain import METHOD_NOTES, GlobalExplanation
 from trustflow.export.onnx import OnnxReport
 from trustflow.fairness import FairnessAudit, fairness_table
+from trustflow.privacy.mechanisms import privacy_statement
 
-# Until a differentially private stage exists, the card says plainly that nothing is protected.
-NO_PRIVACY = (
-    "No differential privacy. The preprocessing statistics and the model are fitted on the raw "
-    "training rows; neither the model nor its statistics carry a formal privacy guarantee."
-)
+NO_PRIVACY = privacy_statement(None)
 
 
 class DataFacts(BaseModel):

@@ -45,6 +45,25 @@ def load_source(spec: str, cache_dir: Path | None = None) -> LoadedSource:
     return loaders[scheme](location)
 
 
+def source_digest(spec: str) -> str | None:
+    """md5 of a source's bytes, without parsing a row (the privacy ledger checks it before
+    ingest); None for a remote source, which is only known once fetched."""
+    import hashlib
+
+    scheme, _, location = spec.partition(":")
+    if scheme == "bundled" and location == "adult":
+        root = resources.files("trustflow.datasets").joinpath("adult")
+        paths = [root.joinpath(name) for name in ("adult.data", "adult.test")]
+    elif scheme in ("csv", "parquet"):
+        paths = [_existing(location)]
+    else:
+        return None
+    digest = hashlib.md5(usedforsecurity=False)
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _bundled(name: str) -> LoadedSource:
     if name != "adult":
         raise DataSourceError(f"no bundled data set named '{name}' (bundled: adult)")

@@ -19,9 +19,12 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from trustflow.config import CategoricalColumn, DatasetSchema
 
 
-def build_preprocessor(schema: DatasetSchema) -> ColumnTransformer:
+def build_preprocessor(
+    schema: DatasetSchema, kept: dict[str, list[str]] | None = None
+) -> ColumnTransformer:
+    """``kept`` narrows a column's categories (the rest encode as all zeros, like unknowns)."""
     categories = [
-        list(spec.categories)
+        list((kept or {}).get(name, spec.categories))
         for name in schema.categorical_features
         if isinstance(spec := schema.columns[name], CategoricalColumn)
     ]

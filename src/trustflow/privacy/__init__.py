@@ -1,0 +1,1 @@
+"""Differential privacy: DP preprocessing statistics (OpenDP) and the privacy ledger."""

@@ -1,0 +1,214 @@
+"""The privacy ledger: every differentially private release, recorded against the data set
+version it was measured on, and the budget check that guards new ones.
+
+One JSON file (``<workspace>/.trustflow/privacy-ledger.json`` by default). Every read-check-write
+happens under an exclusive ``flock`` on a lock file next to it, and the file is replaced
+atomically, so two runs started at the same moment cannot both spend the last of a budget: the
+second waits, sees the first one's entry, and is refused. A ledger that cannot be read or parsed
+stops the run with its path and the problem; it is never reset.
+
+A release is reused, at no cost, when the same training rows (their md5) meet the same privacy
+settings and the same public schema: its statistics are stored in the ledger, and computing
+anything from them again is post-processing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from trustflow.config import DatasetSchema, PrivacyConfig
+from trustflow.errors import PrivacyBudgetExceeded, PrivacyLedgerError
+from trustflow.privacy.mechanisms import PrivateRelease
+
+LEDGER_FORMAT = 1
+TOLERANCE = 1e-9  # float slack when comparing sums of ε against the budget
+
+
+class LedgerEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    release_id: str
+    dataset: str
+    dataset_md5: str  # the data set version the budget belongs to
+    source_digest: str | None  # md5 of the source file(s), for the check before ingest
+    missing: str  # the validation policy that turned the source into this version
+    settings: str  # digest of the privacy settings and the public schema
+    key: str  # training rows + settings: equal keys, same release
+    epsilon: float
+    delta: float
+    accounting: str
+    who: str
+    what: str
+    when: str
+    release: PrivateRelease
+
+
+class LedgerFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: int = LEDGER_FORMAT
+    entries: list[LedgerEntry] = []
+
+
+def settings_digest(schema: DatasetSchema, cfg: PrivacyConfig) -> str:
+    """What, besides the rows, decides a release: the privacy settings and the public schema
+    (bounds, categories). The budget and the ledger's location do not."""
+    settings = cfg.model_dump(mode="json", exclude={"ledger", "budget", "mode"})
+    text = json.dumps(
+        {"privacy": settings, "schema": schema.model_dump(mode="json")}, sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def release_key(train_md5: str, settings: str) -> str:
+    return hashlib.sha256(f"{train_md5}:{settings}".encode()).hexdigest()
+
+
+class PrivacyLedger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.lock_path, "a+")  # noqa: SIM115  (held for the whole block)
+        except OSError as exc:
+            raise PrivacyLedgerError(
+                f"privacy ledger {self.path}: cannot lock ({exc.strerror})"
+            ) from exc
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _read(self) -> LedgerFile:
+        if not self.path.exists():
+            return LedgerFile()
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PrivacyLedgerError(
+                f"privacy ledger {self.path} is unreadable ({exc.strerror}); fix or restore it "
+                "(it is never reset)"
+            ) from exc
+        try:
+            ledger = LedgerFile.model_validate_json(text)
+        except ValidationError as exc:
+            raise PrivacyLedgerError(
+                f"privacy ledger {self.path} is corrupt ({exc.errors()[0]['msg']}); fix or "
+                "restore it (it is never reset)"
+            ) from exc
+        if ledger.format != LEDGER_FORMAT:
+            raise PrivacyLedgerError(
+                f"privacy ledger {self.path} has format {ledger.format}; this version reads "
+                f"format {LEDGER_FORMAT}"
+            )
+        return ledger
+
+    def _write(self, ledger: LedgerFile) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".privacy-ledger.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(ledger.model_dump_json(indent=2))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def entries(self) -> list[LedgerEntry]:
+        with self._locked():
+            return list(self._read().entries)
+
+    @staticmethod
+    def _refuse(dataset: str, spent: float, epsilon: float, budget: float, path: Path) -> None:
+        if spent + epsilon > budget + TOLERANCE:
+            raise PrivacyBudgetExceeded(
+                f"privacy budget exceeded for data set {dataset}: spent ε = {spent:g}, "
+                f"requested ε = {epsilon:g}, budget ε = {budget:g} (ledger {path})"
+            )
+
+    def check_before_reading(
+        self, source_digest: str | None, missing: str, settings: str, cfg: PrivacyConfig, label: str
+    ) -> None:
+        """Refuse a run before it reads any row when the releases already recorded for this very
+        source (same file bytes, same validation policy) leave too little budget, unless one of
+        them used the same settings and will be reused. The check at release time, on the
+        data set's md5, is the binding one."""
+        if source_digest is None:
+            return
+        with self._locked():
+            mine = [
+                e
+                for e in self._read().entries
+                if e.source_digest == source_digest and e.missing == missing
+            ]
+        if not mine or any(e.settings == settings for e in mine):
+            return
+        version = mine[-1].dataset_md5
+        spent = sum(e.epsilon for e in mine if e.dataset_md5 == version)
+        self._refuse(f"{label} (md5 {version})", spent, cfg.epsilon, cfg.budget, self.path)
+
+    def release(
+        self,
+        *,
+        dataset: str,
+        dataset_md5: str,
+        source_digest: str | None,
+        missing: str,
+        settings: str,
+        key: str,
+        cfg: PrivacyConfig,
+        what: str,
+        measure: Callable[[], PrivateRelease],
+    ) -> tuple[LedgerEntry, bool, float]:
+        """The release for ``key``: the recorded one (reused, nothing spent) or a new one
+        measured now, if the budget allows. Returns (entry, reused, ε spent before this run)."""
+        with self._locked():
+            ledger = self._read()
+            for entry in ledger.entries:
+                if entry.key == key and entry.dataset_md5 == dataset_md5:
+                    spent = sum(e.epsilon for e in ledger.entries if e.dataset_md5 == dataset_md5)
+                    return entry, True, spent
+            spent = sum(e.epsilon for e in ledger.entries if e.dataset_md5 == dataset_md5)
+            self._refuse(f"{dataset} (md5 {dataset_md5})", spent, cfg.epsilon, cfg.budget,
+                         self.path)  # fmt: skip
+            entry = LedgerEntry(
+                release_id=uuid.uuid4().hex,
+                dataset=dataset,
+                dataset_md5=dataset_md5,
+                source_digest=source_digest,
+                missing=missing,
+                settings=settings,
+                key=key,
+                epsilon=cfg.epsilon,
+                delta=cfg.delta,
+                accounting=cfg.accounting,
+                who=f"{getpass.getuser()}@{socket.gethostname()}",
+                what=what,
+                when=datetime.now(UTC).isoformat(timespec="seconds"),
+                release=measure(),
+            )
+            ledger.entries.append(entry)
+            self._write(ledger)
+            return entry, False, spent
+
+    def spent(self, dataset_md5: str) -> float:
+        return sum(e.epsilon for e in self.entries() if e.dataset_md5 == dataset_md5)
