@@ -6,6 +6,7 @@ audit -> pick the best candidate that passes the gates -> explain -> track & reg
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 from prefect import flow
@@ -23,7 +24,7 @@ from tasks.privacy import PrivacySummary, check_budget, preprocess_private, priv
 from tasks.responsible import AuditedCandidate, audit_fairness, explain
 from tasks.train import EvaluatedCandidate, evaluate, mitigate, preprocess, train
 from trustflow.config import Metric, TabularConfig, lower_is_better
-from trustflow.errors import GateFailed
+from trustflow.errors import ConfigError, GateFailed
 from trustflow.model_card import DataFacts, ModelCardFacts, render_model_card
 from trustflow.workspace import Workspace
 
@@ -141,6 +142,9 @@ def train_tabular(
     schema = config.data.dataset
     stages = StageLog()
 
+    utility_report = config.privacy.utility_report
+    if utility_report is not None and not Path(utility_report).is_file():
+        raise ConfigError(f"privacy.utility_report: {utility_report} is not a file")
     if config.privacy.mode != "off":
         # Before any row is read: a run the recorded releases leave no budget for stops here.
         stages.run("privacy", check_budget, config.privacy, config.data, ws, detail=lambda d: d)

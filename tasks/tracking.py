@@ -293,7 +293,7 @@ def track_pipeline(
             "gates.json",
         )
         _log_explanation(best_explanation, "explanation")
-        _log_privacy(privacy, release)
+        _log_privacy(privacy, release, config.privacy.utility_report)
         candidate_runs: dict[str, str] = {}
         model_uris: dict[str, str] = {}
         for item in evaluated:
@@ -377,8 +377,11 @@ def _log_audit(audited: AuditedCandidate) -> None:
         _log_as(chart.path, "fairness", f"{_metric_key(feature)}.png")
 
 
-def _log_privacy(privacy: PrivacySummary, release: PrivateRelease | None) -> None:
-    """The run's privacy section: what was spent and left, the release used, what it covers."""
+def _log_privacy(
+    privacy: PrivacySummary, release: PrivateRelease | None, utility_report: str | None
+) -> None:
+    """The run's privacy section: what was spent and left, the release used, what it covers,
+    and the privacy-utility report when one is given."""
     mlflow.set_tags(
         {
             "trustflow.privacy.mode": privacy.mode,
@@ -396,6 +399,11 @@ def _log_privacy(privacy: PrivacySummary, release: PrivateRelease | None) -> Non
     mlflow.log_dict(privacy.model_dump(mode="json"), "privacy/summary.json")
     if release is not None:
         mlflow.log_dict(release.model_dump(mode="json"), "privacy/release.json")
+    if utility_report is not None:
+        plot = Path(utility_report)
+        for path in (plot, plot.with_suffix(".json")):
+            if path.is_file():
+                mlflow.log_artifact(str(path), "privacy/utility")
 
 
 def _log_explanation(explained: ExplainedModel, artifact_dir: str) -> None:

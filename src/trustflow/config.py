@@ -285,6 +285,9 @@ class PrivacyConfig(Frozen):
     release: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]+$")
     # The ledger of releases; null = <workspace>/.trustflow/privacy-ledger.json.
     ledger: str | None = None
+    # A privacy-utility plot (benchmarks/privacy_utility.py writes one) to log with the run;
+    # its .json numbers next to it are logged too.
+    utility_report: str | None = None
 
     @model_validator(mode="after")
     def _delta_matches_accounting(self) -> PrivacyConfig:

@@ -66,7 +66,7 @@ class LedgerFile(BaseModel):
 def settings_digest(schema: DatasetSchema, cfg: PrivacyConfig) -> str:
     """What, besides the rows, decides a release: the privacy settings and the public schema
     (bounds, categories). The budget and the ledger's location do not."""
-    settings = cfg.model_dump(mode="json", exclude={"ledger", "budget", "mode"})
+    settings = cfg.model_dump(mode="json", exclude={"ledger", "budget", "mode", "utility_report"})
     text = json.dumps(
         {"privacy": settings, "schema": schema.model_dump(mode="json")}, sort_keys=True
     )
