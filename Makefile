@@ -41,9 +41,10 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-benchmark: $(STAMP) ## measure pipeline overhead, fairness, ONNX latency, serving (prints ratios)
+benchmark: $(STAMP) ## measure overhead, fairness, privacy-utility, ONNX latency, serving
 	$(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/fairness.py
+	$(BIN)/python benchmarks/privacy_utility.py
 	$(BIN)/python benchmarks/onnx_latency.py
 	$(BIN)/python benchmarks/serving.py
 
