@@ -121,3 +121,15 @@ def test_the_run_that_would_overspend_is_refused_before_reading_data(capsys, ws,
     assert "spent ε = 2, requested ε = 1, budget ε = 2.5" in summary["error"]
     # Ledger, data file (not even rewritten: ingest never ran), registry and runs unchanged.
     assert _state(ws) == before
+
+
+def test_a_corrupt_ledger_stops_the_run_and_stays_as_it_was(capsys, source, tmp_path) -> None:
+    ws = tmp_path / "fresh"
+    ledger = ws / ".trustflow" / "privacy-ledger.json"
+    ledger.parent.mkdir(parents=True)
+    ledger.write_text('{"format": 1, "entries": [')
+    code, summary, _ = _run(capsys, ws, source)
+    assert code == 1 and summary["error_type"] == "PrivacyLedgerError"
+    assert summary["error"].startswith(f"privacy ledger {ledger} is corrupt")
+    assert ledger.read_text() == '{"format": 1, "entries": ['
+    assert not (ws / "data").exists()  # stopped before ingest

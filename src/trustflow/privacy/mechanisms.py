@@ -152,8 +152,11 @@ def release_statistics(
         noisy_sum = measure.clamped_sum(values, (low, high))
         noisy_sq = measure.clamped_sum((values - middle) ** 2, (0.0, half**2))
         mean = float(np.clip(noisy_sum / rows, low, high))
+        # Within [(5 % of the half range)², (half range)²]: noise can push the estimate below
+        # zero on small data, and a near-zero scale would blow scaled values up (the floor is a
+        # public constant, so post-processing).
         variance = noisy_sq / rows - (mean - middle) ** 2
-        variance = float(np.clip(variance, (half * 1e-3) ** 2, half**2))
+        variance = float(np.clip(variance, (0.05 * half) ** 2, half**2))
         numeric_releases[name] = NumericRelease(
             bounds=(low, high),
             noisy_sum=noisy_sum,
