@@ -279,6 +279,9 @@ class PrivacyConfig(Frozen):
     # A category is kept when its noisy count reaches this; the rest share the encoder's
     # all-zeros "infrequent" code (as unknown values do).
     min_category_count: float = Field(default=20.0, ge=0)
+    # How ε is split: every statistic weighs 1 (even split) unless its column is listed here,
+    # e.g. {fnlwgt: 0.5, native_country: 2}. The release records each statistic's share.
+    column_weights: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
     # A label for the release. Identical rows, settings and label reuse the recorded release
     # (no new spend); a new label draws fresh noise and spends ε again. OpenDP's noise cannot be
     # seeded, so reruns are reproducible through reuse, not through a seed.
@@ -353,6 +356,11 @@ class TabularConfig(Frozen):
         if self.privacy.mode == "off":
             return self
         schema = self.data.dataset
+        unknown = sorted(set(self.privacy.column_weights) - set(schema.feature_columns))
+        if unknown:
+            raise ValueError(
+                f"privacy.column_weights: {unknown} are not feature columns of '{schema.name}'"
+            )
         unbounded = [
             name
             for name in schema.numeric_features

@@ -50,7 +50,8 @@ def test_a_pure_release_splits_epsilon_evenly_and_stays_near_the_truth(train) ->
     release = release_statistics(train, SCHEMA, PURE)
     statistics = 1 + 2 * len(SCHEMA.numeric_features) + len(SCHEMA.categorical_features)
     assert release.statistics == statistics == 21
-    assert release.per_statistic * statistics == pytest.approx(1.0)
+    assert all(share == pytest.approx(1 / 21) for share in release.shares.values())
+    assert sum(release.shares.values()) == pytest.approx(1.0)
     assert release.delta == 0 and release.rho is None
     assert abs(release.noisy_rows - len(train)) < 200  # Laplace scale 21 on a count
     age = release.numeric["age"]
@@ -65,8 +66,23 @@ def test_zcdp_converts_back_to_the_configured_epsilon_at_delta(train) -> None:
     assert rho + 2 * math.sqrt(rho * math.log(1e6)) == pytest.approx(1.0)
     release = release_statistics(train, SCHEMA, ZCDP)
     assert release.rho == pytest.approx(rho)
-    assert release.per_statistic * release.statistics == pytest.approx(rho)
+    assert sum(release.shares.values()) == pytest.approx(rho)
     assert "δ = 1e-06" in privacy_statement(release)
+
+
+def test_column_weights_shift_the_split_and_the_total_stays(train) -> None:
+    cfg = PURE.model_copy(update={"column_weights": {"fnlwgt": 0.5, "native_country": 2.0}})
+    release = release_statistics(train, SCHEMA, cfg)
+    shares = release.shares
+    # Weights: rows 1, five numeric columns 2 x 1, fnlwgt 2 x 0.5, seven categorical 1,
+    # native_country 2: 21 in all.
+    assert shares["fnlwgt.sum"] == shares["fnlwgt.sum_sq_dev"] == pytest.approx(0.5 / 21)
+    assert shares["native_country.counts"] == pytest.approx(2 / 21)
+    assert shares["age.sum"] == shares["rows"] == pytest.approx(1 / 21)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert "weighted by privacy.column_weights" in privacy_statement(release)
+    with pytest.raises(ConfigError, match=r"\['zip'\] are not feature columns"):
+        load_config(None, ["privacy.mode=preprocessing", "privacy.column_weights={zip: 2}"])
 
 
 def test_rare_categories_fold_into_the_all_zeros_code(train) -> None:

@@ -8,10 +8,12 @@ differing by one added or removed row):
   of squared deviations from the bounds' midpoint (clamped to [0, (half range)²]),
 - per categorical column: the count of each public category (plus one for anything else).
 
-The privacy parameter is split evenly over those statistics. ``pure``: each is a Laplace
-measurement with ε_i = ε / k, composing to ε-DP. ``zcdp``: each is a Gaussian measurement with
-ρ_i = ρ / k, where ρ is the largest zero-concentrated privacy loss whose (ε, δ) conversion
-(ε = ρ + 2·sqrt(ρ·ln(1/δ)), Bun & Steinke 2016) meets the configured ε at δ. OpenDP picks each
+The privacy parameter is split over those statistics evenly, or by ``privacy.column_weights``
+(each statistic of a listed column weighs its weight, every other statistic 1). ``pure``: each
+is a Laplace measurement with ε_i (summing to ε), composing to ε-DP. ``zcdp``: each is a
+Gaussian measurement with ρ_i (summing to ρ), where ρ is the largest zero-concentrated
+privacy loss whose (ε, δ) conversion (ε = ρ + 2·sqrt(ρ·ln(1/δ)), Bun & Steinke 2016) meets the
+configured ε at δ. OpenDP picks each
 noise scale so that its own privacy map certifies the share.
 
 Everything after the measurements (means, variances, which categories are kept, the fitted
@@ -61,7 +63,7 @@ class PrivateRelease(Frozen):
     delta: float
     rho: float | None  # zCDP: the composed ρ
     statistics: int  # how many measurements the budget was split over
-    per_statistic: float  # ε_i (pure) or ρ_i (zcdp), as certified by OpenDP
+    shares: dict[str, float]  # statistic -> ε_i (pure) or ρ_i (zcdp), as certified by OpenDP
     noisy_rows: float
     numeric: dict[str, NumericRelease]
     categorical: dict[str, CategoricalRelease]
@@ -81,12 +83,18 @@ def _opendp() -> Any:
 
 
 class _Measurer:
-    """Builds one OpenDP measurement per statistic, each certified to cost ``share``."""
+    """Builds one OpenDP measurement per statistic, each certified to cost its share of the
+    budget (ε_i for pure DP, ρ_i for zCDP); records the shares it spent."""
 
-    def __init__(self, accounting: str, share: float) -> None:
+    def __init__(self, accounting: str, shares: dict[str, float]) -> None:
         self.dp = _opendp()
         self.accounting = accounting
-        self.share = share
+        self.shares = shares
+        self.share = 0.0
+
+    def of(self, statistic: str) -> _Measurer:
+        self.share = self.shares[statistic]
+        return self
 
     def _noised(self, transformation: Any) -> Any:
         dp = self.dp
@@ -134,12 +142,19 @@ def release_statistics(
     """Measure the preprocessing statistics of ``frame`` (the training rows) under DP."""
     numeric = schema.numeric_features
     categorical = schema.categorical_features
-    statistics = 1 + 2 * len(numeric) + len(categorical)
+    # The split: every statistic weighs 1, a column's statistics weigh privacy.column_weights.
+    weights = {"rows": 1.0}
+    for name in numeric:
+        weight = cfg.column_weights.get(name, 1.0)
+        weights |= {f"{name}.sum": weight, f"{name}.sum_sq_dev": weight}
+    for name in categorical:
+        weights[f"{name}.counts"] = cfg.column_weights.get(name, 1.0)
     rho = rho_for(cfg.epsilon, cfg.delta) if cfg.accounting == "zcdp" else None
-    share = (rho if rho is not None else cfg.epsilon) / statistics
-    measure = _Measurer(cfg.accounting, share)
+    total = rho if rho is not None else cfg.epsilon
+    shares = {stat: total * weight / sum(weights.values()) for stat, weight in weights.items()}
+    measure = _Measurer(cfg.accounting, shares)
 
-    noisy_rows = measure.count(len(frame))
+    noisy_rows = measure.of("rows").count(len(frame))
     rows = max(noisy_rows, 1.0)
     numeric_releases: dict[str, NumericRelease] = {}
     for name in numeric:
@@ -149,8 +164,10 @@ def release_statistics(
         middle, half = (low + high) / 2, (high - low) / 2
         # A missing number takes the midpoint: a constant, so it reveals nothing.
         values = np.clip(frame[name].astype(float).fillna(middle).to_numpy(), low, high)
-        noisy_sum = measure.clamped_sum(values, (low, high))
-        noisy_sq = measure.clamped_sum((values - middle) ** 2, (0.0, half**2))
+        noisy_sum = measure.of(f"{name}.sum").clamped_sum(values, (low, high))
+        noisy_sq = measure.of(f"{name}.sum_sq_dev").clamped_sum(
+            (values - middle) ** 2, (0.0, half**2)
+        )
         mean = float(np.clip(noisy_sum / rows, low, high))
         # Within [(5 % of the half range)², (half range)²]: noise can push the estimate below
         # zero on small data, and a near-zero scale would blow scaled values up (the floor is a
@@ -170,7 +187,7 @@ def release_statistics(
         assert isinstance(spec, CategoricalColumn)
         public = list(spec.categories)
         codes = pd.Categorical(frame[name], categories=public).codes  # -1: missing or other
-        noisy = measure.category_counts(codes, len(public))
+        noisy = measure.of(f"{name}.counts").category_counts(codes, len(public))
         counts = dict(zip(public, noisy[: len(public)], strict=True))
         kept = [c for c in public if counts[c] >= cfg.min_category_count]
         if not kept:  # an encoder needs one category; keep the likeliest
@@ -183,8 +200,8 @@ def release_statistics(
         epsilon=cfg.epsilon,
         delta=cfg.delta,
         rho=rho,
-        statistics=statistics,
-        per_statistic=share,
+        statistics=len(shares),
+        shares=shares,
         noisy_rows=noisy_rows,
         numeric=numeric_releases,
         categorical=categorical_releases,
@@ -226,16 +243,22 @@ def privacy_statement(release: PrivateRelease | None, reused: bool = False) -> s
             "No differential privacy. The preprocessing statistics and the model are fitted on "
             "the raw training rows; neither carries a formal privacy guarantee."
         )
+    unit = "ε" if release.accounting == "pure" else "ρ"
+    low, high = min(release.shares.values()), max(release.shares.values())
+    split = (
+        f"{release.statistics} statistics at {unit} = {low:.4g} each"
+        if math.isclose(low, high)
+        else f"{release.statistics} statistics at {unit} = {low:.4g} to {high:.4g}, "
+        "weighted by privacy.column_weights"
+    )
     if release.accounting == "pure":
         guarantee = (
-            f"ε = {release.epsilon:g}-differentially private (pure ε-DP, Laplace noise; "
-            f"{release.statistics} statistics at ε = {release.per_statistic:.4g} each)"
+            f"ε = {release.epsilon:g}-differentially private (pure ε-DP, Laplace noise; {split})"
         )
     else:
         guarantee = (
             f"(ε = {release.epsilon:g}, δ = {release.delta:g})-differentially private "
-            f"(ρ = {release.rho:.4g} zero-concentrated DP, Gaussian noise; {release.statistics} "
-            f"statistics at ρ = {release.per_statistic:.4g} each)"
+            f"(ρ = {release.rho:.4g} zero-concentrated DP, Gaussian noise; {split})"
         )
     return (
         f"The shared preprocessing statistics (row count, per numeric column mean and variance "
