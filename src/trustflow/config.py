@@ -338,6 +338,11 @@ class TabularConfig(Frozen):
                     "categorical (bin it into a categorical column first)"
                 )
         for candidate in self.train.candidates:
+            if candidate.kind in MITIGATION_KINDS and self.split.valid_size == 0:
+                raise ValueError(
+                    f"candidate '{candidate.name}' ({candidate.kind}) is fitted on the "
+                    "validation split; split.valid_size must be above 0"
+                )
             mitigated = candidate.params.get("sensitive_feature")
             if candidate.kind in MITIGATION_KINDS and mitigated not in self.sensitive_features:
                 audited = list(self.sensitive_features) or (

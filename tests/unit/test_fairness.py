@@ -150,17 +150,24 @@ def test_bad_fairness_settings_are_config_errors(override: str, expected: str) -
     assert expected in str(caught.value)
 
 
+LR = "{name: lr, kind: logistic_regression}"
+
+
 @pytest.mark.parametrize(
-    ("candidates", "expected"),
+    ("overrides", "expected"),
     [
-        ("[{name: fair, kind: threshold_optimizer, params: {base: nope, sensitive_feature: sex}}]",
+        (["train.candidates=[{name: fair, kind: threshold_optimizer,"
+          " params: {base: nope, sensitive_feature: sex}}]"],
          "needs params.base naming one of the other candidates [], got 'nope'"),
-        ("[{name: lr, kind: logistic_regression},"
-         " {name: fair, kind: threshold_optimizer, params: {base: lr, sensitive_feature: age}}]",
+        ([f"train.candidates=[{LR}, {{name: fair, kind: threshold_optimizer,"
+          " params: {base: lr, sensitive_feature: age}}]"],
          "needs params.sensitive_feature naming an audited feature (['sex', 'race']), got 'age'"),
+        ([f"train.candidates=[{LR}, {{name: fair, kind: threshold_optimizer,"
+          " params: {base: lr, sensitive_feature: sex}}]", "split.valid_size=0"],
+         "is fitted on the validation split; split.valid_size must be above 0"),
     ],
 )  # fmt: skip
-def test_a_mitigation_needs_a_base_candidate_and_a_sensitive_feature(candidates, expected) -> None:
+def test_a_mitigation_needs_a_base_a_sensitive_feature_and_a_valid_split(overrides, expected):
     with pytest.raises(ConfigError) as caught:
-        load_config(None, [f"train.candidates={candidates}"])
+        load_config(None, overrides)
     assert expected in str(caught.value)
