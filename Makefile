@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install run repro test lint format benchmark serve mlflow-ui clean
+.PHONY: help install run repro test lint format benchmark serve server server-down mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ benchmark: $(STAMP) ## measure overhead, fairness, privacy-utility, ONNX latency
 
 serve: $(STAMP) ## serve the workspace's champion on http://127.0.0.1:8000 (after make run)
 	$(BIN)/trustflow serve --model models:/adult-income@champion $(ARGS)
+
+server: $(STAMP) ## start Prefect (:4200) and MLflow (:5000) servers and a worker in the background
+	$(BIN)/trustflow server up $(ARGS)
+
+server-down: $(STAMP) ## stop what `make server` started
+	$(BIN)/trustflow server down
 
 mlflow-ui: $(STAMP) ## browse the workspace's runs and models on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

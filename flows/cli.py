@@ -62,6 +62,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workspace", help="workspace whose registry resolves models:/ URIs")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    server = commands.add_parser(
+        "server", help="start, stop or check local Prefect + MLflow servers and a worker"
+    )
+    server.add_argument("action", choices=("up", "down", "status"))
+    server.add_argument(
+        "--workspace", help="workspace directory (default: $TRUSTFLOW_WORKSPACE or .)"
+    )
+    server.add_argument("--prefect-port", type=int, default=4200)
+    server.add_argument("--mlflow-port", type=int, default=5000)
+    server.add_argument(
+        "--pool", default="trustflow-process", help="work pool the worker serves (prefect.yaml's)"
+    )
+    server.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return parser
 
 
@@ -207,11 +220,50 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def server_command(args: argparse.Namespace) -> int:
+    from flows import servers
+    from trustflow.workspace import Workspace
+
+    ws = Workspace.resolve(args.workspace)
+    try:
+        if args.action == "up":
+            servers.up(ws, args.prefect_port, args.mlflow_port, args.pool)
+        elif args.action == "down":
+            stopped = servers.down(ws)
+            if not args.json:
+                print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+                return 0
+        report = servers.status(ws)
+    except servers.ServerError as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc), "error_type": type(exc).__name__}))
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"workspace": str(ws.root), "services": report}))
+    elif args.action != "down":
+        if not report:
+            print(f"no servers recorded for {ws.root}")
+        for item in report:
+            state = "up" if item["healthy"] else ("running" if item["running"] else "stopped")
+            print(f"{item['name']:<8} {state:<8} pid {item['pid']:<8} {item['url']}")
+        if report and args.action == "up":
+            urls = {str(i["name"]): i["url"] for i in report}
+            print(
+                f"\nUIs: Prefect {urls['prefect']}, MLflow {urls['mlflow']}. To record runs "
+                f"there: PREFECT_API_URL={urls['prefect']}/api MLFLOW_TRACKING_URI={urls['mlflow']}"
+            )
+    healthy = all(item["healthy"] for item in report)
+    return 0 if args.action != "status" or (report and healthy) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
             return serve_command(args)
+        if args.command == "server":
+            return server_command(args)
         return run_command(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,0 +1,97 @@
+"""`trustflow server up|status|down` as a person runs it: real Prefect and MLflow servers and a
+Prefect worker on 127.0.0.1, started in the background for one workspace and stopped again."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.processes import BIN, clean_env, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _server(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "trustflow"), "server", *args, "--workspace", str(ws)],
+        capture_output=True, text=True, timeout=240, env=clean_env(),
+    )  # fmt: skip
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+@pytest.fixture(scope="module")
+def started(tmp_path_factory) -> Iterator[tuple[Path, dict]]:
+    ws = tmp_path_factory.mktemp("server-ws")
+    ports = ["--prefect-port", str(free_port()), "--mlflow-port", str(free_port())]
+    up = _server(ws, "up", "--json", *ports)
+    try:
+        assert up.returncode == 0, up.stderr
+        yield ws, json.loads(up.stdout)
+    finally:
+        _server(ws, "down")
+
+
+def test_up_starts_healthy_servers_and_an_online_worker(started) -> None:
+    ws, report = started
+    services = {s["name"]: s for s in report["services"]}
+    assert set(services) == {"prefect", "mlflow", "worker"}
+    assert all(s["running"] and s["healthy"] for s in services.values())
+    api = services["prefect"]["url"] + "/api"
+    workers = httpx.post(
+        f"{api}/work_pools/trustflow-process/workers/filter", json={}, timeout=10
+    ).json()
+    assert any(w["status"] == "ONLINE" for w in workers), workers
+    assert httpx.get(services["mlflow"]["url"] + "/health", timeout=10).status_code == 200
+    # The MLflow server serves the workspace's own store.
+    assert (ws / "mlflow.db").is_file()
+    status = _server(ws, "status", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["services"] == report["services"]
+
+
+def test_a_second_up_and_a_busy_port_are_one_line_errors(started, tmp_path) -> None:
+    ws, _ = started
+    again = _server(ws, "up")
+    assert again.returncode == 1 and "already running in" in again.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        refused = _server(other, "up", "--prefect-port", str(port), "--mlflow-port",
+                          str(free_port()))  # fmt: skip
+    assert refused.returncode == 1
+    assert (
+        refused.stderr.strip()
+        == f"error: Prefect port 127.0.0.1:{port} is in use; choose another port"
+    )
+    assert not (other / ".trustflow" / "servers" / "servers.json").exists()
+
+
+def test_down_stops_every_process(tmp_path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    up = _server(ws, "up", "--json", "--prefect-port", str(free_port()),
+                 "--mlflow-port", str(free_port()))  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    pids = [s["pid"] for s in json.loads(up.stdout)["services"]]
+    down = _server(ws, "down")
+    assert down.returncode == 0 and down.stdout.strip() == "stopped: worker, mlflow, prefect"
+    assert not any(_alive(pid) for pid in pids)
+    status = _server(ws, "status")
+    assert status.returncode == 1 and "no servers recorded" in status.stdout
