@@ -244,8 +244,17 @@ def up(
         said = created.stdout + created.stderr
         if created.returncode != 0 and "already exists" not in said:  # an existing pool is kept
             raise ServerError(f"could not create work pool '{pool}': {_last_line(said)}")
+        # Flow runs the worker starts track to this MLflow server and use this workspace.
+        worker_env = {
+            **prefect_env,
+            "MLFLOW_TRACKING_URI": f"http://{HOST}:{mlflow_port}",
+            "TRUSTFLOW_WORKSPACE": str(ws.root),
+            # Poll for scheduled runs every 2 s (Prefect's default is 10): a run triggered from
+            # the UI starts within seconds on an idle worker.
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+        }
         pid, log = _start(
-            "worker", [str(BIN / "prefect"), "worker", "start", "--pool", pool], prefect_env, ws
+            "worker", [str(BIN / "prefect"), "worker", "start", "--pool", pool], worker_env, ws
         )
         worker = Service("worker", pid, f"{prefect_api} (pool {pool})", None, log)
         started.append(worker)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.tabular import run_pipeline
 from tests.conftest import small_config, write_csv
@@ -118,19 +120,15 @@ def test_the_model_card_is_in_mlflow_the_registry_and_prefect(first, ws: Workspa
     assert first.fairness["sex"].passed and not first.fairness["sex & race"].gated
 
     async def latest_card() -> str:
-        # The REST filter the UI uses (this Prefect client's read_artifacts sends fields its
-        # own server rejects).
         async with get_client() as client:
-            response = await client._client.post(
-                "/artifacts/filter",
-                json={
-                    "artifacts": {"key": {"any_": ["model-card-adult-income"]}},
-                    "sort": "CREATED_DESC",
-                    "limit": 1,
-                },
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["model-card-adult-income"])
+                ),
+                sort=ArtifactSort.CREATED_DESC,
+                limit=1,
             )
-        found = response.json()
-        return str(found[0]["data"]) if found else ""
+        return str(found[0].data) if found else ""
 
     assert asyncio.run(latest_card()) == card
 
