@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--pool", default="trustflow-process", help="work pool the worker serves (prefect.yaml's)"
     )
+    server.add_argument(
+        "--database-url",
+        help="postgresql://USER@HOST:PORT/NAME: run both servers on PostgreSQL (default SQLite)",
+    )
     server.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     return parser
 
@@ -227,7 +231,7 @@ def server_command(args: argparse.Namespace) -> int:
     ws = Workspace.resolve(args.workspace)
     try:
         if args.action == "up":
-            servers.up(ws, args.prefect_port, args.mlflow_port, args.pool)
+            servers.up(ws, args.prefect_port, args.mlflow_port, args.pool, args.database_url)
         elif args.action == "down":
             stopped = servers.down(ws)
             if not args.json:

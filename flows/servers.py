@@ -3,10 +3,13 @@ worker for the deployments' work pool (``trustflow-process``), on loopback, as b
 processes of one workspace.
 
 State lives in ``<workspace>/.trustflow/servers/``: ``servers.json`` (ports, URLs, pids) and one
-log per process. The Prefect server keeps its SQLite database in ``servers/prefect/``; the MLflow
-server uses the workspace's own ``mlflow.db`` and ``mlartifacts/``, so runs made before with the
-local store are visible in its UI. Each process is its own session (process group), so ``down``
-stops it with everything it spawned.
+log per process. By default the Prefect server keeps a SQLite database in ``servers/prefect/``
+and the MLflow server uses the workspace's own ``mlflow.db``, so runs made before with the local
+store are visible in its UI. With ``--database-url postgresql://USER@HOST:PORT/NAME`` both run on
+PostgreSQL instead, in databases ``NAME_prefect`` and ``NAME_mlflow`` (created when missing:
+each keeps its own schema migrations). Artifacts stay in the workspace's ``mlartifacts/``.
+Each process is its own session (process group), so ``down`` stops it with everything it
+spawned.
 """
 
 from __future__ import annotations
@@ -151,6 +154,52 @@ def _stop(service: Service, timeout: float = 20) -> None:
             os.killpg(service.pid, signal.SIGKILL)
 
 
+@dataclass(frozen=True)
+class Databases:
+    prefect: str  # SQLAlchemy URLs
+    mlflow: str
+
+
+def postgres_databases(url: str) -> Databases:
+    """Check ``url`` is a reachable PostgreSQL server and create ``NAME_prefect`` and
+    ``NAME_mlflow`` on it when missing."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg2
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    if parts.scheme not in ("postgresql", "postgres") or not name or not parts.hostname:
+        raise ServerError(f"--database-url {url}: expected postgresql://USER@HOST:PORT/NAME")
+    wanted = {"prefect": f"{name}_prefect", "mlflow": f"{name}_mlflow"}
+    maintenance = urlunsplit(("postgresql", parts.netloc, "/postgres", "", ""))
+    try:
+        connection = psycopg2.connect(maintenance, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise ServerError(f"cannot reach PostgreSQL at {parts.netloc}: {reason}") from exc
+    connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+    try:
+        with connection.cursor() as cursor:
+            for database in wanted.values():
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+                if cursor.fetchone() is None:
+                    cursor.execute(f'CREATE DATABASE "{database}"')
+    except psycopg2.Error as exc:  # e.g. no CREATEDB right
+        reason = str(exc).strip().splitlines()[0]
+        raise ServerError(f"cannot create {database} on {parts.netloc}: {reason}") from exc
+    finally:
+        connection.close()
+
+    def at(scheme: str, database: str) -> str:
+        return urlunsplit((scheme, parts.netloc, f"/{database}", "", ""))
+
+    return Databases(
+        prefect=at("postgresql+asyncpg", wanted["prefect"]),
+        mlflow=at("postgresql+psycopg2", wanted["mlflow"]),  # SQLAlchemy 2.1 defaults to psycopg 3
+    )
+
+
 def read_state(ws: Workspace) -> list[Service]:
     path = _state_file(ws)
     if not path.exists():
@@ -177,6 +226,7 @@ def up(
     prefect_port: int = 4200,
     mlflow_port: int = 5000,
     pool: str = "trustflow-process",
+    database_url: str | None = None,
 ) -> list[Service]:
     """Start the three processes (or fail, leaving none of them running)."""
     running = [s for s in read_state(ws) if _alive(s.pid)]
@@ -186,6 +236,7 @@ def up(
     for name, port in (("Prefect", prefect_port), ("MLflow", mlflow_port)):
         if not _port_free(port):
             raise ServerError(f"{name} port {HOST}:{port} is in use; choose another port")
+    databases = postgres_databases(database_url) if database_url else None
     state = _state_dir(ws)
     state.mkdir(parents=True, exist_ok=True)
     prefect_api = f"http://{HOST}:{prefect_port}/api"
@@ -196,12 +247,16 @@ def up(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": prefect_api,
     }
+    server_env = {k: v for k, v in prefect_env.items() if k != "PREFECT_API_URL"}
+    if databases is not None:
+        server_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = databases.prefect
+    mlflow_store = databases.mlflow if databases else f"sqlite:///{ws.mlflow_db}"
     started: list[Service] = []
     try:
         pid, log = _start(
             "prefect",
             [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(prefect_port)],
-            {k: v for k, v in prefect_env.items() if k != "PREFECT_API_URL"},
+            server_env,
             ws,
         )
         started.append(
@@ -217,7 +272,7 @@ def up(
                 "--port",
                 str(mlflow_port),
                 "--backend-store-uri",
-                f"sqlite:///{ws.mlflow_db}",
+                mlflow_store,
                 "--artifacts-destination",
                 str(ws.mlflow_artifacts),
                 "--workers",

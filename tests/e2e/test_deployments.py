@@ -1,13 +1,15 @@
 """Deployments as people use them: `trustflow server up` (Prefect server, MLflow server, worker on
-127.0.0.1), `prefect deploy --all` from prefect.yaml, then a run triggered through the API exactly
+127.0.0.1), `prefect deploy --all` from prefect.yaml, then runs triggered through the API exactly
 as the UI's Run button does (POST create_flow_run with the form's parameters). The worker runs
-it; the model version lands in the MLflow server."""
+them; the model versions land in the MLflow server. Once with both servers on SQLite, once on
+PostgreSQL (127.0.0.1:5432, databases made for the test and dropped after)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,10 +29,29 @@ FAST = [
 ]
 
 
-@pytest.fixture(scope="module")
-def deployed(tmp_path_factory) -> Iterator[dict[str, str]]:
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+def _drop_databases(name: str) -> None:
+    import psycopg2
+
+    connection = psycopg2.connect(f"{POSTGRES}/postgres", connect_timeout=5)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            for suffix in ("prefect", "mlflow"):
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}_{suffix}" WITH (FORCE)')
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def deployed(request, tmp_path_factory) -> Iterator[dict[str, str]]:
     ws = tmp_path_factory.mktemp("deploy-ws")
     ports = ["--prefect-port", str(free_port()), "--mlflow-port", str(free_port())]
+    database = f"trustflow_test_{uuid.uuid4().hex[:8]}"
+    if request.param == "postgresql":
+        ports += ["--database-url", f"{POSTGRES}/{database}"]
     command = [str(BIN / "trustflow"), "server"]
     up = subprocess.run([*command, "up", "--json", "--workspace", str(ws), *ports],
                         capture_output=True, text=True, timeout=240, env=clean_env())  # fmt: skip
@@ -47,6 +68,8 @@ def deployed(tmp_path_factory) -> Iterator[dict[str, str]]:
         yield {"api": api, "mlflow": urls["mlflow"], "workspace": str(ws)}
     finally:
         subprocess.run([*command, "down", "--workspace", str(ws)], timeout=120, env=clean_env())
+        if request.param == "postgresql":
+            _drop_databases(database)
 
 
 def _deployment(api: str) -> dict:
@@ -64,6 +87,24 @@ def test_the_deployment_carries_its_schedule_limit_and_typed_form(deployed) -> N
     assert deployment["work_pool_name"] == "trustflow-process"
 
 
+def _trigger(api: str, parameters: dict) -> str:
+    deployment = _deployment(api)
+    created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run",
+                         json={"parameters": parameters}, timeout=30)  # fmt: skip
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def _finished(api: str, run_id: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
+        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"flow run {run_id} did not finish in {timeout:.0f} s")
+
+
 def test_a_run_triggered_like_the_ui_completes_on_the_worker(deployed, adult_sample, tmp_path):
     source = write_csv(adult_sample, tmp_path / "adult.csv")
     api = deployed["api"]
@@ -71,28 +112,40 @@ def test_a_run_triggered_like_the_ui_completes_on_the_worker(deployed, adult_sam
         "config": {"data": {"source": f"csv:{source}"}, "train": {"candidates": FAST}},
         "workspace": deployed["workspace"],
     }
-    deployment = _deployment(api)
     triggered = time.monotonic()
-    created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run",
-                         json={"parameters": parameters}, timeout=30)  # fmt: skip
-    assert created.status_code == 201, created.text
-    run_id = created.json()["id"]
+    run_id = _trigger(api, parameters)
     started_after = None
-    state: dict = {}
-    while time.monotonic() - triggered < 300:
-        state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]
-        if state["type"] == "RUNNING" and started_after is None:
+    while started_after is None and time.monotonic() - triggered < 120:
+        state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"]
+        if state != "SCHEDULED" and state != "PENDING":
             started_after = time.monotonic() - triggered
-        if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            break
-        time.sleep(0.5)
-    assert state["type"] == "COMPLETED", state
+        time.sleep(0.2)
+    run = _finished(api, run_id)
+    assert run["state"]["type"] == "COMPLETED", run["state"]
     print(f"trigger to running: {started_after:.1f} s")  # quoted in the closing note
     client = MlflowClient(tracking_uri=deployed["mlflow"], registry_uri=deployed["mlflow"])
     version = client.get_model_version_by_alias("adult-income", "champion")
     assert version.tags["trustflow.fairness.passed"] == "true"
-    run = client.get_run(version.tags["trustflow.run_id"])
-    assert run.data.tags["trustflow.data.md5"] == version.tags["trustflow.data.md5"]
+    mlflow_run = client.get_run(version.tags["trustflow.run_id"])
+    assert mlflow_run.data.tags["trustflow.data.md5"] == version.tags["trustflow.data.md5"]
+
+
+def test_two_runs_at_once_take_turns_on_the_alias(deployed, adult_sample, tmp_path) -> None:
+    """The deployment's concurrency limit of 1: both runs complete, never at the same time."""
+    api = deployed["api"]
+    runs = []
+    for seed in (7, 8):  # other models than the first test's, so new versions are registered
+        source = write_csv(adult_sample, tmp_path / f"adult-{seed}.csv")
+        config = {"data": {"source": f"csv:{source}"},
+                  "train": {"candidates": FAST, "seed": seed}}  # fmt: skip
+        runs.append(_trigger(api, {"config": config, "workspace": deployed["workspace"]}))
+    finished = [_finished(api, run_id, timeout=400) for run_id in runs]
+    assert [run["state"]["type"] for run in finished] == ["COMPLETED", "COMPLETED"]
+    first, second = sorted(finished, key=lambda run: run["start_time"])
+    assert first["end_time"] <= second["start_time"], "the two runs overlapped"
+    client = MlflowClient(tracking_uri=deployed["mlflow"], registry_uri=deployed["mlflow"])
+    champion = client.get_model_version_by_alias("adult-income", "champion")
+    assert champion.tags["trustflow.fairness.passed"] == "true"
 
 
 def test_an_invalid_parameter_is_refused_with_the_schema_message(deployed) -> None:

@@ -95,3 +95,18 @@ def test_down_stops_every_process(tmp_path) -> None:
     assert not any(_alive(pid) for pid in pids)
     status = _server(ws, "status")
     assert status.returncode == 1 and "no servers recorded" in status.stdout
+
+
+def test_an_unreachable_database_is_one_line_and_nothing_starts(tmp_path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    closed = free_port()  # nothing listens there
+    refused = _server(ws, "up", "--database-url", f"postgresql://postgres@127.0.0.1:{closed}/x")
+    assert refused.returncode == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: cannot reach PostgreSQL at postgres@127.0.0.1:{closed}:"
+    )
+    assert not (ws / ".trustflow" / "servers" / "servers.json").exists()
+    bad = _server(ws, "up", "--database-url", "mysql://root@127.0.0.1/x")
+    assert bad.returncode == 1 and "expected postgresql://USER@HOST:PORT/NAME" in bad.stderr
