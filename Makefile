@@ -43,6 +43,7 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 
 benchmark: $(STAMP) ## measure overhead, fairness, privacy-utility, ONNX latency, serving
 	$(BIN)/python benchmarks/pipeline_overhead.py
+	$(BIN)/python benchmarks/prefect_overhead.py
 	$(BIN)/python benchmarks/fairness.py
 	$(BIN)/python benchmarks/privacy_utility.py
 	$(BIN)/python benchmarks/onnx_latency.py
