@@ -145,6 +145,7 @@ def train_tabular(
     utility_report = config.privacy.utility_report
     if utility_report is not None and not Path(utility_report).is_file():
         raise ConfigError(f"privacy.utility_report: {utility_report} is not a file")
+    stages.run("tracking", tracking.check_tracking_server, ws, detail=lambda d: d)
     if config.privacy.mode != "off":
         # Before any row is read: a run the recorded releases leave no budget for stops here.
         stages.run("privacy", check_budget, config.privacy, config.data, ws, detail=lambda d: d)

@@ -12,5 +12,9 @@ for _name, _value in {
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "DVC_NO_ANALYTICS": "1",
+    # A tracking server that goes away mid-run: retry each call for about 15 s (1, 2, 4, 8 s),
+    # not MLflow's default of several minutes, then fail the run (the alias moves last).
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }.items():
     os.environ.setdefault(_name, _value)

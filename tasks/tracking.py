@@ -44,6 +44,7 @@ from trustflow.config import (
     TrackingConfig,
     lower_is_better,
 )
+from trustflow.errors import TrackingUnavailable
 from trustflow.evaluate import evaluate_model
 from trustflow.io import load_artifact, read_frame
 from trustflow.models.preprocess import features_and_target
@@ -112,6 +113,38 @@ def configure(ws: Workspace) -> str:
     if user_choice is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     return uri
+
+
+TRACKING_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds between the five attempts
+
+
+@task(name="tracking-check", cache_policy=NO_CACHE, persist_result=False)
+def check_tracking_server(ws: Workspace) -> str:
+    """Before any work: a tracking server must answer its /health, retried with backoff, or the
+    run stops here with one line (a local SQLite store needs no check)."""
+    import time
+
+    import httpx
+
+    uri = ws.tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return f"local store {uri}"
+    problem = ""
+    for delay in (*TRACKING_RETRY_DELAYS, None):
+        try:
+            response = httpx.get(f"{uri.rstrip('/')}/health", timeout=5)
+            if response.status_code == 200:
+                return f"{uri} answers"
+            problem = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            problem = str(exc) or type(exc).__name__
+        if delay is not None:
+            time.sleep(delay)
+    raise TrackingUnavailable(
+        f"MLflow tracking server {uri} did not answer after {len(TRACKING_RETRY_DELAYS) + 1} "
+        f"attempts over "
+        f"{sum(TRACKING_RETRY_DELAYS):g} s ({problem}); nothing was run"
+    )
 
 
 def _experiment_id(name: str, ws: Workspace) -> str:

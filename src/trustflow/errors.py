@@ -27,3 +27,7 @@ class PrivacyBudgetExceeded(TrustflowError):
 
 class PrivacyLedgerError(TrustflowError):
     """The privacy ledger cannot be read or written; it is never reset silently."""
+
+
+class TrackingUnavailable(TrustflowError):
+    """The MLflow tracking server does not answer; nothing is read, trained or registered."""

@@ -104,3 +104,21 @@ def test_model_failing_onnx_parity_is_registered_but_never_promoted(workspace, c
     after = versions(workspace)
     assert len(after) == len(before) + 1  # registered with its parity result ...
     assert champion(workspace) == "1"  # ... but the alias did not move
+
+
+def test_an_unreachable_tracking_server_stops_the_run_before_any_work(
+    tmp_path, sample_csv, capsys, monkeypatch
+) -> None:
+    from tests.e2e.processes import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    ws = tmp_path / "ws"
+    code, summary, err = run_cli(
+        capsys, "--workspace", str(ws), "--set", f"data.source=csv:{sample_csv}",
+        "--set", FAST_CANDIDATES,
+    )  # fmt: skip
+    assert code == 1 and summary["error_type"] == "TrackingUnavailable", summary
+    assert summary["error"].startswith(f"MLflow tracking server {uri} did not answer after 5")
+    assert "Traceback" not in err
+    assert not (ws / "data").exists()  # nothing ingested, trained or registered
