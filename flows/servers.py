@@ -248,6 +248,7 @@ def up(
         "PREFECT_API_URL": prefect_api,
     }
     server_env = {k: v for k, v in prefect_env.items() if k != "PREFECT_API_URL"}
+    server_env["PREFECT_UI_API_URL"] = prefect_api  # the UI's calls go to this port, not 4200
     if databases is not None:
         server_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = databases.prefect
     mlflow_store = databases.mlflow if databases else f"sqlite:///{ws.mlflow_db}"
