@@ -88,9 +88,15 @@ def test_the_deployment_carries_its_schedule_limit_and_typed_form(deployed) -> N
 
 
 def _trigger(api: str, parameters: dict) -> str:
+    """POST create_flow_run; a 503 (SQLite busy while a run writes) is retried with backoff,
+    as Prefect's own client does for 429/502/503."""
     deployment = _deployment(api)
-    created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run",
-                         json={"parameters": parameters}, timeout=30)  # fmt: skip
+    for delay in (0.5, 1, 2, 4, 8, None):
+        created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run",
+                             json={"parameters": parameters}, timeout=30)  # fmt: skip
+        if created.status_code != 503 or delay is None:
+            break
+        time.sleep(delay)
     assert created.status_code == 201, created.text
     return str(created.json()["id"])
 
