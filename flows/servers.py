@@ -55,7 +55,7 @@ def _state_file(ws: Workspace) -> Path:
     return _state_dir(ws) / "servers.json"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -117,7 +117,7 @@ def _start(name: str, command: list[str], env: dict[str, str], ws: Workspace) ->
 def _wait(service: Service, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(service.pid):
+        if not process_alive(service.pid):
             raise ServerError(f"{service.name} exited during start: {_tail(service.log)}")
         if service.health is None or _healthy(service.health):
             return
@@ -129,7 +129,7 @@ def _wait_online(worker: Service, api: str, pool: str, timeout: float) -> None:
     """Until the pool lists a worker ONLINE (its first heartbeat), so runs can start."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(worker.pid):
+        if not process_alive(worker.pid):
             raise ServerError(f"worker exited during start: {_tail(worker.log)}")
         try:
             found = httpx.post(f"{api}/work_pools/{pool}/workers/filter", json={}, timeout=5)
@@ -142,14 +142,14 @@ def _wait_online(worker: Service, api: str, pool: str, timeout: float) -> None:
 
 
 def _stop(service: Service, timeout: float = 20) -> None:
-    if not _alive(service.pid):
+    if not process_alive(service.pid):
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(service.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(service.pid):
+    while time.monotonic() < deadline and process_alive(service.pid):
         time.sleep(0.2)
-    if _alive(service.pid):
+    if process_alive(service.pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(service.pid, signal.SIGKILL)
 
@@ -214,8 +214,8 @@ def status(ws: Workspace) -> list[dict[str, object]]:
     return [
         {
             **asdict(service),
-            "running": _alive(service.pid),
-            "healthy": _alive(service.pid) and _healthy(service.health),
+            "running": process_alive(service.pid),
+            "healthy": process_alive(service.pid) and _healthy(service.health),
         }
         for service in read_state(ws)
     ]
@@ -229,7 +229,7 @@ def up(
     database_url: str | None = None,
 ) -> list[Service]:
     """Start the three processes (or fail, leaving none of them running)."""
-    running = [s for s in read_state(ws) if _alive(s.pid)]
+    running = [s for s in read_state(ws) if process_alive(s.pid)]
     if running:
         names = ", ".join(f"{s.name} (pid {s.pid})" for s in running)
         raise ServerError(f"already running in {ws.root}: {names}; `trustflow server down` first")
@@ -328,7 +328,7 @@ def down(ws: Workspace) -> list[str]:
     services = read_state(ws)
     stopped = []
     for service in reversed(services):
-        if _alive(service.pid):
+        if process_alive(service.pid):
             _stop(service)
             stopped.append(service.name)
     _state_file(ws).unlink(missing_ok=True)

@@ -24,9 +24,8 @@ matplotlib.use("Agg")  # figures are files; never open a window
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from pydantic import BaseModel, ConfigDict
 
-from trustflow.config import FairnessConfig
+from trustflow.config import FairnessConfig, Frozen
 
 INTERSECTION = " & "  # joins feature names, and group labels, of the intersection
 RATES = ("selection_rate", "tpr", "fpr", "accuracy")
@@ -37,10 +36,6 @@ RATE_TITLES = {
     "accuracy": "Accuracy",
 }
 Disparity = Literal["equalized_odds_difference", "demographic_parity_difference"]
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class GroupMetrics(Frozen):

@@ -1,4 +1,5 @@
-"""Starting real servers for e2e tests: free ports, a clean environment, readiness waits."""
+"""Starting real servers for e2e tests: free ports, a clean environment, readiness waits, and
+pointing MLflow's client at one store for a block."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import mlflow
 
 BIN = Path(sys.executable).parent
 
@@ -38,3 +42,20 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 90) -> N
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not come up in {timeout}s")
+
+
+@contextmanager
+def pointed_at(uri: str) -> Iterator[None]:
+    """MLflow's global store, for this block only (set_tracking_uri also exports the URI, which
+    would send later tests' runs here)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before or "")
+        mlflow.set_registry_uri(before or "")
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)

@@ -5,7 +5,6 @@ that moves while requests are in flight."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -24,7 +23,7 @@ from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST_CANDIDATES, mlflow_payloads, write_csv
-from tests.e2e.processes import BIN, clean_env, free_port, wait_until_up
+from tests.e2e.processes import BIN, clean_env, free_port, pointed_at, wait_until_up
 from trustflow.config import TabularConfig
 from trustflow.data.validate import validate_frame
 
@@ -42,23 +41,6 @@ class Trained:
 
     def client(self) -> MlflowClient:
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-
-
-@contextmanager
-def pointed_at(uri: str) -> Iterator[None]:
-    """MLflow's global store, for this block only (set_tracking_uri also exports the URI, which
-    would send later tests' runs here)."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before or "")
-        mlflow.set_registry_uri(before or "")
-        if before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-            os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 @pytest.fixture(scope="module")

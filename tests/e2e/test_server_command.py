@@ -4,7 +4,6 @@ Prefect worker on 127.0.0.1, started in the background for one workspace and sto
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flows.servers import process_alive
 from tests.e2e.processes import BIN, clean_env, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -23,15 +23,6 @@ def _server(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
         [str(BIN / "trustflow"), "server", *args, "--workspace", str(ws)],
         capture_output=True, text=True, timeout=240, env=clean_env(),
     )  # fmt: skip
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split()[2] == "Z")
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +83,7 @@ def test_down_stops_every_process(tmp_path) -> None:
     pids = [s["pid"] for s in json.loads(up.stdout)["services"]]
     down = _server(ws, "down")
     assert down.returncode == 0 and down.stdout.strip() == "stopped: worker, mlflow, prefect"
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(process_alive(pid) for pid in pids)
     status = _server(ws, "status")
     assert status.returncode == 1 and "no servers recorded" in status.stdout
 

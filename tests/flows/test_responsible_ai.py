@@ -17,7 +17,7 @@ from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.tabular import run_pipeline
 from tests.conftest import small_config, write_csv
-from tests.e2e.test_serve import pointed_at
+from tests.e2e.processes import pointed_at
 from tests.flows.helpers import champion, client_for, run_cli, versions
 from trustflow.serving.scorer import ModelRejected
 from trustflow.workspace import Workspace

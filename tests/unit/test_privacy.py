@@ -112,7 +112,7 @@ def test_the_private_transformer_is_the_standard_one_with_dp_statistics(train) -
     assert check_parity(model, graph, train, SCHEMA, CONFIG.onnx).parity.passed
 
 
-def _ledger_args(path: Path, key: str, cfg: PrivacyConfig) -> dict:
+def _ledger_args(key: str, cfg: PrivacyConfig) -> dict:
     settings = settings_digest(SCHEMA, cfg)
     return {
         "dataset": "adult", "dataset_md5": "d" * 32, "source_digest": "s" * 32,
@@ -128,7 +128,7 @@ def _fake_release(cfg: PrivacyConfig, train: pd.DataFrame) -> PrivateRelease:
 def test_the_same_release_is_reused_for_free_and_a_new_one_spends(tmp_path, train) -> None:
     ledger = PrivacyLedger(tmp_path / "ledger.json")
     cfg = PURE.model_copy(update={"budget": 2.0})
-    args = _ledger_args(ledger.path, "rows", cfg)
+    args = _ledger_args("rows", cfg)
     first, reused, spent = ledger.release(**args, measure=lambda: _fake_release(cfg, train))
     assert not reused and spent == 0
     again, reused, spent = ledger.release(**args, measure=lambda: pytest.fail("must not measure"))
@@ -139,10 +139,10 @@ def test_the_same_release_is_reused_for_free_and_a_new_one_spends(tmp_path, trai
 def test_an_exhausted_budget_names_dataset_spent_requested_and_budget(tmp_path, train) -> None:
     ledger = PrivacyLedger(tmp_path / "ledger.json")
     cfg = PURE.model_copy(update={"budget": 1.5})
-    ledger.release(**_ledger_args(ledger.path, "a", cfg), measure=lambda: _fake_release(cfg, train))
+    ledger.release(**_ledger_args("a", cfg), measure=lambda: _fake_release(cfg, train))
     before = ledger.path.read_bytes()
     with pytest.raises(PrivacyBudgetExceeded) as refused:
-        ledger.release(**_ledger_args(ledger.path, "b", cfg),
+        ledger.release(**_ledger_args("b", cfg),
                        measure=lambda: pytest.fail("must not measure"))  # fmt: skip
     message = str(refused.value)
     assert "data set adult" in message and "spent ε = 1," in message
@@ -168,7 +168,7 @@ def test_a_damaged_ledger_stops_the_release_and_is_never_reset(tmp_path, damage,
     before = path.read_bytes() if path.is_file() else None
     ledger = PrivacyLedger(path)
     with pytest.raises(PrivacyLedgerError, match=expected):
-        ledger.release(**_ledger_args(path, "a", PURE), measure=lambda: pytest.fail("no"))
+        ledger.release(**_ledger_args("a", PURE), measure=lambda: pytest.fail("no"))
     assert (path.read_bytes() if path.is_file() else None) == before
 
 

@@ -30,15 +30,16 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 from sklearn.compose import ColumnTransformer
 
-from trustflow.config import CategoricalColumn, DatasetSchema, NumericColumn, PrivacyConfig
+from trustflow.config import (
+    CategoricalColumn,
+    DatasetSchema,
+    Frozen,
+    NumericColumn,
+    PrivacyConfig,
+)
 from trustflow.models.preprocess import build_preprocessor
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class NumericRelease(Frozen):
