@@ -146,9 +146,21 @@ def train_tabular(
     if utility_report is not None and not Path(utility_report).is_file():
         raise ConfigError(f"privacy.utility_report: {utility_report} is not a file")
     stages.run("tracking", tracking.check_tracking_server, ws, detail=lambda d: d)
+    source_digest = None
     if config.privacy.mode != "off":
         # Before any row is read: a run the recorded releases leave no budget for stops here.
-        stages.run("privacy", check_budget, config.privacy, config.data, ws, detail=lambda d: d)
+        source_digest = stages.run(
+            "privacy",
+            check_budget,
+            config.privacy,
+            config.data,
+            ws,
+            detail=lambda digest: (
+                f"ε {config.privacy.epsilon:g} requested of budget {config.privacy.budget:g}"
+                if digest
+                else "remote source: checked at release"
+            ),
+        )
     staged, origin = stages.run(
         "ingest",
         ingest_dataset,
@@ -197,6 +209,7 @@ def train_tabular(
             preprocess_private,
             splits.train,
             lineage.data.md5,
+            source_digest,
             config.privacy,
             config.data,
             ws,

@@ -46,24 +46,21 @@ def ledger_for(cfg: PrivacyConfig, ws: Workspace) -> PrivacyLedger:
 
 
 @task(name="privacy-budget", cache_policy=NO_CACHE, persist_result=False)
-def check_budget(privacy: PrivacyConfig, data: DataConfig, ws: Workspace) -> str:
-    """Refuse before ingest when the source's recorded releases leave too little budget."""
-    ledger = ledger_for(privacy, ws)
+def check_budget(privacy: PrivacyConfig, data: DataConfig, ws: Workspace) -> str | None:
+    """Refuse before ingest when the source's recorded releases leave too little budget.
+    Returns the source's digest (None for a remote source), which the release records."""
     digest = source_digest(data.source)
-    ledger.check_before_reading(
+    ledger_for(privacy, ws).check_before_reading(
         digest, data.missing, settings_digest(data.dataset, privacy), privacy, data.dataset.name
     )
-    return (
-        f"ε = {privacy.epsilon:g} requested of budget {privacy.budget:g} ({ledger.path.name})"
-        if digest
-        else "source not known before ingest; checked at release"
-    )
+    return digest
 
 
 @task(name="preprocess-dp", cache_policy=NO_CACHE, persist_result=False)
 def preprocess_private(
     train: DataRef,
     dataset_md5: str,
+    source: str | None,
     privacy: PrivacyConfig,
     data: DataConfig,
     ws: Workspace,
@@ -76,7 +73,7 @@ def preprocess_private(
     entry, reused, spent_before = ledger.release(
         dataset=schema.name,
         dataset_md5=dataset_md5,
-        source_digest=source_digest(data.source),
+        source_digest=source,
         missing=data.missing,
         settings=settings,
         key=release_key(train.md5, settings),

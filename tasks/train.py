@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from prefect import task
 from pydantic import BaseModel, ConfigDict
@@ -54,8 +56,14 @@ def train(
     ws: Workspace,
 ) -> TrainedCandidate:
     features, target = features_and_target(read_frame(train), schema)
+    fitted = load_artifact(preprocessor)
+    return _fitted(lambda: train_candidate(fitted, features, target, cfg, seed), cfg, ws)
+
+
+def _fitted(fit: Callable[[], Any], cfg: CandidateConfig, ws: Workspace) -> TrainedCandidate:
+    """Time ``fit``, store its model by content, describe it."""
     started = time.perf_counter()
-    model = train_candidate(load_artifact(preprocessor), features, target, cfg, seed)
+    model = fit()
     seconds = time.perf_counter() - started
     ref = dump_addressed(model, ws.artifacts_dir / "models", cfg.name)
     return TrainedCandidate(name=cfg.name, config=cfg, model=ref, fit_seconds=seconds)
@@ -77,11 +85,8 @@ def mitigate(
 ) -> TrainedCandidate:
     """Post-process a trained candidate for fairness, fitted on the validation split."""
     features, target = features_and_target(read_frame(valid), schema)
-    started = time.perf_counter()
-    model = mitigate_candidate(load_artifact(base.model), features, target, cfg, seed)
-    seconds = time.perf_counter() - started
-    ref = dump_addressed(model, ws.artifacts_dir / "models", cfg.name)
-    return TrainedCandidate(name=cfg.name, config=cfg, model=ref, fit_seconds=seconds)
+    fitted = load_artifact(base.model)
+    return _fitted(lambda: mitigate_candidate(fitted, features, target, cfg, seed), cfg, ws)
 
 
 @task(

@@ -77,6 +77,10 @@ def release_key(train_md5: str, settings: str) -> str:
     return hashlib.sha256(f"{train_md5}:{settings}".encode()).hexdigest()
 
 
+def _spent(entries: list[LedgerEntry], dataset_md5: str) -> float:
+    return sum(e.epsilon for e in entries if e.dataset_md5 == dataset_md5)
+
+
 class PrivacyLedger:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -163,7 +167,7 @@ class PrivacyLedger:
         if not mine or any(e.settings == settings for e in mine):
             return
         version = mine[-1].dataset_md5
-        spent = sum(e.epsilon for e in mine if e.dataset_md5 == version)
+        spent = _spent(mine, version)
         self._refuse(f"{label} (md5 {version})", spent, cfg.epsilon, cfg.budget, self.path)
 
     def release(
@@ -183,11 +187,10 @@ class PrivacyLedger:
         measured now, if the budget allows. Returns (entry, reused, ε spent before this run)."""
         with self._locked():
             ledger = self._read()
+            spent = _spent(ledger.entries, dataset_md5)
             for entry in ledger.entries:
                 if entry.key == key and entry.dataset_md5 == dataset_md5:
-                    spent = sum(e.epsilon for e in ledger.entries if e.dataset_md5 == dataset_md5)
                     return entry, True, spent
-            spent = sum(e.epsilon for e in ledger.entries if e.dataset_md5 == dataset_md5)
             self._refuse(f"{dataset} (md5 {dataset_md5})", spent, cfg.epsilon, cfg.budget,
                          self.path)  # fmt: skip
             entry = LedgerEntry(
@@ -211,4 +214,4 @@ class PrivacyLedger:
             return entry, False, spent
 
     def spent(self, dataset_md5: str) -> float:
-        return sum(e.epsilon for e in self.entries() if e.dataset_md5 == dataset_md5)
+        return _spent(self.entries(), dataset_md5)
