@@ -31,6 +31,7 @@ class StageLog:
 
     def __init__(self) -> None:
         self.cached: dict[str, bool] = {}
+        self.current = ""  # the stage last started, for errors that happen between tasks
 
     def _note(
         self, stage: str, states: Sequence[State[Any]], detail: Callable[[list[Any]], str]
@@ -49,6 +50,7 @@ class StageLog:
         detail: Callable[[T], str] = _no_detail,
     ) -> T:
         """Call ``task`` in the flow's thread and report its outcome."""
+        self.current = stage
         report(stage, "running")
         state = cast("State[T]", task(*args, return_state=True))
         result: T = self._note(stage, [state], lambda results: detail(results[0]))[0]
@@ -58,6 +60,7 @@ class StageLog:
         self, stage: str, futures: list[PrefectFuture[T]], detail: Callable[[list[T]], str]
     ) -> list[T]:
         """Wait for tasks submitted to the task runner (they run concurrently)."""
+        self.current = stage
         report(stage, "running", f"{len(futures)} concurrent")
         for future in futures:
             future.wait()

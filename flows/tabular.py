@@ -291,13 +291,15 @@ def train_tabular(
     best_explanation = explained[0]
     glassbox_explanations = {e.explanation.model: e for e in explained[1:]}
 
-    target = tracking.open_tracking(config.tracking, ws)
-    run = tracking.start_pipeline_run(
-        target,
-        run_name=f"{schema.name}-{lineage.data.md5[:8]}",
-        tags={"trustflow.pipeline": "train-tabular", "trustflow.data.md5": lineage.data.md5},
-    )
+    run = None
     try:
+        stages.current = "track"
+        target = tracking.open_tracking(config.tracking, ws)
+        run = tracking.start_pipeline_run(
+            target,
+            run_name=f"{schema.name}-{lineage.data.md5[:8]}",
+            tags={"trustflow.pipeline": "train-tabular", "trustflow.data.md5": lineage.data.md5},
+        )
         run = stages.run(
             "track",
             tracking.track_pipeline,
@@ -397,8 +399,14 @@ def train_tabular(
             detail=lambda p: p.reason,
         )
         tracking.record_outcome(run.run_id, promotion)
-    except BaseException:
-        tracking.end_pipeline_run(run.run_id, ok=False)
+    except BaseException as exc:
+        # A tracking server that went away mid-run gets one plain line, not MLflow's retry
+        # trace; the alias moves last, so it has not moved.
+        lost = tracking.lost_tracking_server(ws, stages.current)
+        if lost is not None:
+            raise lost from exc
+        if run is not None:
+            tracking.end_pipeline_run(run.run_id, ok=False)
         raise
     tracking.end_pipeline_run(run.run_id, ok=True)
     onnx_report = best_export.report

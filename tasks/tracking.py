@@ -13,9 +13,11 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mlflow
 import numpy as np
 import onnx
@@ -118,32 +120,50 @@ def configure(ws: Workspace) -> str:
 TRACKING_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds between the five attempts
 
 
+def _health_problem(uri: str) -> str | None:
+    """None when the tracking server answers its /health, else what went wrong."""
+    try:
+        response = httpx.get(f"{uri.rstrip('/')}/health", timeout=5)
+    except httpx.HTTPError as exc:
+        return str(exc) or type(exc).__name__
+    return None if response.status_code == 200 else f"HTTP {response.status_code}"
+
+
+def _is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
 @task(name="tracking-check", cache_policy=NO_CACHE, persist_result=False)
 def check_tracking_server(ws: Workspace) -> str:
     """Before any work: a tracking server must answer its /health, retried with backoff, or the
     run stops here with one line (a local SQLite store needs no check)."""
-    import time
-
-    import httpx
-
     uri = ws.tracking_uri()
-    if not uri.startswith(("http://", "https://")):
+    if not _is_server(uri):
         return f"local store {uri}"
-    problem = ""
     for delay in (*TRACKING_RETRY_DELAYS, None):
-        try:
-            response = httpx.get(f"{uri.rstrip('/')}/health", timeout=5)
-            if response.status_code == 200:
-                return f"{uri} answers"
-            problem = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            problem = str(exc) or type(exc).__name__
+        problem = _health_problem(uri)
+        if problem is None:
+            return f"{uri} answers"
         if delay is not None:
             time.sleep(delay)
     raise TrackingUnavailable(
         f"MLflow tracking server {uri} did not answer after {len(TRACKING_RETRY_DELAYS) + 1} "
         f"attempts over "
         f"{sum(TRACKING_RETRY_DELAYS):g} s ({problem}); nothing was run"
+    )
+
+
+def lost_tracking_server(ws: Workspace, stage: str) -> TrackingUnavailable | None:
+    """After a failure in the tracking stages: if the tracking server has stopped answering,
+    the error that says so (MLflow has already retried each call with backoff)."""
+    uri = ws.tracking_uri()
+    problem = _health_problem(uri) if _is_server(uri) else None
+    if problem is None:
+        return None
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
+    return TrackingUnavailable(
+        f"MLflow tracking server {uri} stopped answering during the {stage} stage ({problem}; "
+        f"each call was retried {retries} times with backoff); no alias was moved"
     )
 
 

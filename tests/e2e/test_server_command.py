@@ -4,8 +4,11 @@ Prefect worker on 127.0.0.1, started in the background for one workspace and sto
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from flows.servers import process_alive
 from tests.e2e.processes import BIN, clean_env, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _server(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -101,3 +105,29 @@ def test_an_unreachable_database_is_one_line_and_nothing_starts(tmp_path) -> Non
     assert not (ws / ".trustflow" / "servers" / "servers.json").exists()
     bad = _server(ws, "up", "--database-url", "mysql://root@127.0.0.1/x")
     assert bad.returncode == 1 and "expected postgresql://USER@HOST:PORT/NAME" in bad.stderr
+
+
+def test_a_pool_without_its_worker_refuses_deployments_and_status_says_so(started) -> None:
+    """Last in this module: it stops the worker. A worker recreates its pool when someone deletes
+    it, so the pool can only go missing with the worker gone too; then `prefect deploy` refuses
+    the deployments instead of creating ones no worker would ever run."""
+    ws, report = started
+    services = {s["name"]: s for s in report["services"]}
+    api = services["prefect"]["url"] + "/api"
+    os.kill(services["worker"]["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while process_alive(services["worker"]["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert httpx.delete(f"{api}/work_pools/trustflow-process", timeout=10).status_code == 204
+
+    status = _server(ws, "status")
+    assert status.returncode == 1
+    assert "worker   stopped" in status.stdout, status.stdout
+
+    deploy = subprocess.run(
+        [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], cwd=REPO,
+        capture_output=True, text=True, timeout=240, env=clean_env(PREFECT_API_URL=api),
+    )  # fmt: skip
+    assert deploy.returncode == 1
+    assert "references work pool 'trustflow-process' which" in " ".join(deploy.stdout.split())
+    assert httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json() == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +16,15 @@ from tests.conftest import FAST_CANDIDATES, write_csv
 from tests.e2e.processes import BIN, clean_env, free_port, wait_until_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _mlflow_server(port: int, home: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+         "--artifacts-destination", str(home / "artifacts"), "--workers", "1"],
+        env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +37,7 @@ def servers(tmp_path_factory) -> Iterator[tuple[str, str]]:
         env=clean_env(PREFECT_HOME=str(home / "prefect")),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    mlflow = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-         "--artifacts-destination", str(home / "artifacts"), "--workers", "1"],
-        env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    mlflow = _mlflow_server(mlflow_port, home)
     prefect_api = f"http://127.0.0.1:{prefect_port}/api"
     mlflow_uri = f"http://127.0.0.1:{mlflow_port}"
     try:
@@ -71,3 +76,59 @@ def test_run_is_recorded_in_both_servers(servers, adult_sample, tmp_path) -> Non
     assert len(finished) == 1 and finished[0]["name"]
     names = httpx.post(f"{prefect_api}/flows/filter", json={}, timeout=10).json()
     assert "train-tabular" in {f["name"] for f in names}
+
+
+def test_a_tracking_server_lost_mid_run_fails_in_one_line_and_leaves_the_champion(
+    servers, adult_sample, tmp_path
+) -> None:
+    prefect_api, _ = servers
+    port, home = free_port(), tmp_path / "mlflow"
+    uri = f"http://127.0.0.1:{port}"
+    workspace = tmp_path / "ws"
+
+    def trustflow_run(data: Path, *output: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [str(BIN / "trustflow"), "run", *output, "--workspace", str(workspace),
+             "--set", f"data.source=csv:{data}", "--set", FAST_CANDIDATES],
+            env=clean_env(PREFECT_API_URL=prefect_api, MLFLOW_TRACKING_URI=uri),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def champion() -> tuple[str, int]:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        versions = client.search_model_versions("name='adult-income'")
+        return client.get_model_version_by_alias("adult-income", "champion").version, len(versions)
+
+    mlflow = _mlflow_server(port, home)
+    try:
+        wait_until_up(f"{uri}/health", mlflow)
+        first = trustflow_run(write_csv(adult_sample, tmp_path / "v1.csv"), "--json")
+        assert first.wait(timeout=600) == 0, first.stderr.read()  # type: ignore[union-attr]
+        assert champion() == ("1", 1)
+
+        # New data, so this run would register v2; the server goes away while it trains. (The
+        # stage lines people see tell when training starts.)
+        second = trustflow_run(write_csv(adult_sample.iloc[:2500], tmp_path / "v2.csv"))
+        seen = []
+        for line in second.stderr:  # type: ignore[union-attr]
+            seen.append(line)
+            if " split " in line:
+                break
+        mlflow.terminate()
+        mlflow.wait(timeout=30)
+        _, err = second.communicate(timeout=600)
+        err = "".join(seen) + err
+    finally:
+        mlflow.terminate()
+    assert second.returncode == 1, err
+    assert " train " not in err.split(" split ")[0]  # it was killed before training
+    assert f"error: MLflow tracking server {uri} stopped answering during the track stage" in err
+    assert "no alias was moved" in err and "Traceback" not in err, err
+
+    mlflow = _mlflow_server(port, home)  # the same store, back again
+    try:
+        wait_until_up(f"{uri}/health", mlflow)
+        assert champion() == ("1", 1)  # no version registered, the alias where it was
+    finally:
+        mlflow.terminate()
+        mlflow.wait(timeout=30)
