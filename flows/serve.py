@@ -9,10 +9,7 @@ multiprocess mode sums their metrics.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import socket
-import sys
 import tempfile
 from pathlib import Path
 
@@ -22,6 +19,13 @@ from trustflow.serving.app import (
     ScoringRoutes,
     ServeSettings,
     create_app,
+)
+from trustflow.serving.run import (
+    announce,
+    check_port,
+    log_to_stderr,
+    run_one_process,
+    uvicorn_options,
 )
 from trustflow.serving.scorer import ModelLoadError, ModelRelease, Scorer
 from trustflow.workspace import Workspace
@@ -69,29 +73,11 @@ class DeferredSource:
 def app_from_env() -> ScoringRoutes:
     """The uvicorn factory each worker process calls when --workers > 1."""
     spec = json.loads(os.environ[SPEC_ENV])
-    _log_to_stderr()
+    log_to_stderr()
     settings = ServeSettings(**spec["settings"])
     release = ModelRelease(**spec["release"], graph=Path(spec["graph"]).read_bytes())
     source = DeferredSource(spec["model"], Workspace(root=spec["workspace"]))
     return create_app(source, settings, initial=Scorer(release, settings.device, settings.threads))
-
-
-def _log_to_stderr() -> None:
-    logger = logging.getLogger("trustflow.serve")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-
-
-def _check_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ModelLoadError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def serve(model: str, settings: ServeSettings, ws: Workspace, access_log: bool = False) -> None:
@@ -100,29 +86,10 @@ def serve(model: str, settings: ServeSettings, ws: Workspace, access_log: bool =
     source = model_source(model, ws)
     release = source.load()
     scorer = Scorer(release, settings.device, settings.threads)  # fails here, not per worker
-    _check_port(settings.host, settings.port)
-    _log_to_stderr()
-    logging.getLogger("trustflow.serve").info(
-        "%s v%s on http://%s:%d (%d worker%s, %s); docs at /docs",
-        release.name,
-        release.version,
-        settings.host,
-        settings.port,
-        settings.workers,
-        "" if settings.workers == 1 else "s",
-        ", ".join(scorer.providers),
-    )
-    options = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": "warning",
-        "access_log": access_log,
-        "loop": "uvloop",
-        "http": "httptools",
-        "timeout_graceful_shutdown": 10,
-    }
+    check_port(settings.host, settings.port)
+    announce(scorer, settings)
     if settings.workers == 1:
-        uvicorn.run(create_app(source, settings, initial=scorer), **options)  # type: ignore[arg-type]
+        run_one_process(source, settings, scorer, access_log)
         return
     with tempfile.TemporaryDirectory(prefix="trustflow-serve-") as shared:
         graph = Path(shared) / "initial.onnx"
@@ -142,5 +109,5 @@ def serve(model: str, settings: ServeSettings, ws: Workspace, access_log: bool =
             "flows.serve:app_from_env",
             factory=True,
             workers=settings.workers,
-            **options,  # type: ignore[arg-type]
+            **uvicorn_options(settings, access_log),
         )

@@ -31,12 +31,9 @@ from pydantic import BaseModel, ConfigDict
 from sklearn.pipeline import Pipeline
 
 from trustflow.config import DatasetSchema, OnnxConfig
+from trustflow.export.metadata import METADATA_CLASSES, METADATA_DATASET, METADATA_TARGET
 
 ML_OPSET = 3  # ai.onnx.ml
-# Keys of the graph's metadata_props.
-METADATA_DATASET = "trustflow.dataset"
-METADATA_TARGET = "trustflow.target"
-METADATA_CLASSES = "trustflow.classes"  # JSON list: the label of output class 0, 1, ...
 
 
 class _IntegerFlags:

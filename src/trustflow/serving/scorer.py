@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from trustflow.errors import TrustflowError
-from trustflow.export.onnx import METADATA_CLASSES
+from trustflow.export.metadata import METADATA_CLASSES
 
 Device = Literal["auto", "cpu", "cuda"]
 NUMBER, TEXT = "number", "string"

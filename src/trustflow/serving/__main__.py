@@ -1,0 +1,53 @@
+"""``python -m trustflow.serving``: the inference server on one ONNX file, with only the serving
+dependencies. It is the container image's entry point (infra/docker/Dockerfile); ``trustflow
+serve`` is the same server with the model registry and several worker processes.
+
+Settings come from the command line or the environment (``PORT``, ``TRUSTFLOW_MODEL``), so a
+Kubernetes Deployment or ``docker run -e PORT=...`` can set them without a new image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from trustflow.serving.app import FileSource, ServeSettings
+from trustflow.serving.run import announce, check_port, run_one_process
+from trustflow.serving.scorer import ModelLoadError, Scorer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trustflow.serving", description=__doc__)
+    parser.add_argument("--model", default=os.environ.get("TRUSTFLOW_MODEL", "model/model.onnx"))
+    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    parser.add_argument("--max-rows", type=int, default=10_000, help="rows per request")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+    try:
+        settings = ServeSettings(
+            host=args.host,
+            port=args.port,
+            max_rows=args.max_rows,
+            threads=args.threads,
+            device=args.device,
+        )
+        source = FileSource(Path(args.model).resolve())
+        scorer = Scorer(source.load(), settings.device, settings.threads)
+        check_port(settings.host, settings.port)
+    except (ModelLoadError, ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    announce(scorer, settings)
+    run_one_process(source, settings, scorer, args.access_log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
