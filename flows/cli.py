@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -39,6 +40,30 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workspace", help="workspace directory (default: $TRUSTFLOW_WORKSPACE or .)")
     run.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     run.add_argument("--debug", action="store_true", help="show Prefect's logs and tracebacks")
+
+    deploy = commands.add_parser(
+        "deploy", help="deploy a registered model: build context, Docker image, Kubernetes, Triton"
+    )
+    deploy.add_argument("--model", default="models:/adult-income@champion",
+                        help="models:/NAME@ALIAS or models:/NAME/VERSION")  # fmt: skip
+    deploy.add_argument("--target", choices=("bundle", "docker", "kubernetes", "triton"),
+                        default="docker")  # fmt: skip
+    deploy.add_argument("--out", help="directory for the target's files (default: under "
+                        "<workspace>/.trustflow/deploy/NAME-vVERSION/)")  # fmt: skip
+    deploy.add_argument("--base-image", default="python:3.11-slim-bookworm",
+                        help="docker: the image to build on (its Python must be 3.11)")  # fmt: skip
+    deploy.add_argument("--port", type=int, default=8080,
+                        help="docker: host port for the verification container")  # fmt: skip
+    deploy.add_argument("--registry", help="docker: push NAME:VERSION and NAME:ALIAS there; "
+                        "kubernetes: the image's registry")  # fmt: skip
+    deploy.add_argument("--no-vendor-wheels", action="store_true",
+                        help="bundle: let the image build install from PyPI")  # fmt: skip
+    deploy.add_argument("--no-apply", action="store_true",
+                        help="kubernetes: only write, even when kubectl has a context")  # fmt: skip
+    deploy.add_argument("--gpu", action="store_true", help="triton: KIND_GPU instances")
+    deploy.add_argument("--workspace", help="workspace whose registry holds the model")
+    deploy.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    deploy.add_argument("--debug", action="store_true", help="show Prefect's logs and tracebacks")
 
     serve = commands.add_parser("serve", help="serve a model over HTTP with ONNX Runtime")
     serve.add_argument(
@@ -165,31 +190,80 @@ def run_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(err, args, exc)
 
+    code, summary = _run_flow(
+        args, err, f"[bold]train-tabular[/bold] in {workspace.root}",
+        lambda: run_pipeline(config, workspace),
+    )  # fmt: skip
+    if summary is None:
+        return code
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_summary(Console(highlight=False), summary)
+    return 0
+
+
+def _run_flow(
+    args: argparse.Namespace, err: Console, title: str, start: Callable[[], Any]
+) -> tuple[int, dict[str, Any] | None]:
+    """Run a flow with the stage display (or, with --json, a clean stdout); (exit code, the
+    flow's summary or None when it failed)."""
     progress = logging.getLogger("trustflow.progress")
     progress.setLevel(logging.INFO)
     progress.propagate = False
     if not args.json:
         progress.addHandler(_StageDisplay(err))
-        err.print(f"[bold]train-tabular[/bold] in {workspace.root}")
+        err.print(title)
     if args.json:
         # stdout carries exactly one JSON object: whatever a library prints meanwhile goes to
         # stderr instead.
         with contextlib.redirect_stdout(sys.stderr):
-            state = run_pipeline(config, workspace)
+            state = start()
     else:
-        state = run_pipeline(config, workspace)
+        state = start()
     outcome = state.result(raise_on_failure=False)
     if not state.is_completed() or isinstance(outcome, BaseException):
-        return _fail(
-            err,
-            args,
-            outcome if isinstance(outcome, BaseException) else RuntimeError(state.message),
-        )
-    summary = outcome.model_dump(mode="json")
+        error = outcome if isinstance(outcome, BaseException) else RuntimeError(state.message)
+        return _fail(err, args, error), None
+    return 0, outcome.model_dump(mode="json")
+
+
+def deploy_command(args: argparse.Namespace) -> int:
+    err = Console(stderr=True, highlight=False)
+    _quiet_prefect(args.debug)
+    from flows.deploy import run_deploy
+    from trustflow.workspace import Workspace
+
+    workspace = Workspace.resolve(args.workspace)
+    parameters = {
+        "model": args.model,
+        "target": args.target,
+        "out": args.out,
+        "base_image": args.base_image,
+        "port": args.port,
+        "registry": args.registry,
+        "vendor_wheels": not args.no_vendor_wheels,
+        "apply": not args.no_apply,
+        "gpu": args.gpu,
+        "workspace": str(workspace.root),
+    }
+    title = f"[bold]deploy-model[/bold] {args.model} -> {args.target}"
+    code, summary = _run_flow(args, err, title, lambda: run_deploy(parameters))
+    if summary is None:
+        return code
     if args.json:
         print(json.dumps(summary))
-    else:
-        _print_summary(Console(highlight=False), summary)
+        return 0
+    model, deployment = summary["model"], summary["deployment"]
+    print(f"model    {model['name']} v{model['version']}  ({model['source']})")
+    for key in ("bundle", "kubernetes", "triton"):
+        if key in deployment:
+            print(f"{key:<8} {deployment[key]['path']}")
+    if "docker" in deployment:
+        image = deployment["docker"]
+        print(f"image    {', '.join(image['tags'])}  {image['size_bytes'] / 1e6:.0f} MB")
+        print(f"run it   docker run --rm -p 8080:8080 {image['image']}")
+    print(f"mlflow   run {summary['mlflow_run_id']} (experiment deploy-model)")
     return 0
 
 
@@ -268,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             return serve_command(args)
         if args.command == "server":
             return server_command(args)
+        if args.command == "deploy":
+            return deploy_command(args)
         return run_command(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -324,7 +324,7 @@ def train_tabular(
             best,
             exported[best.candidate.name],
             audits[best.candidate.name],
-            lineage.data,
+            lineage,
             config.registry,
             detail=lambda r: (
                 f"{config.registry.model_name} v{r[0]}"

@@ -59,6 +59,7 @@ SHA_TAG = "trustflow.model_sha256"
 PARITY_PASSED_TAG = "trustflow.onnx.parity_passed"
 ONNX_SHA_TAG = "trustflow.onnx_sha256"
 FAIRNESS_PASSED_TAG = "trustflow.fairness.passed"
+GIT_REVISION_TAG = "trustflow.git_revision"  # of the workspace when the version was trained
 MODEL_CARD_TAG = "trustflow.model_card"
 # Declared rather than inferred: inference imports the model in a subprocess (seconds per model).
 MODEL_REQUIREMENTS = [
@@ -167,7 +168,7 @@ def lost_tracking_server(ws: Workspace, stage: str) -> TrackingUnavailable | Non
     )
 
 
-def _experiment_id(name: str, ws: Workspace) -> str:
+def experiment_id_for(name: str, ws: Workspace) -> str:
     client = MlflowClient()
     existing = client.get_experiment_by_name(name)
     if existing is not None:
@@ -203,7 +204,7 @@ def open_tracking(cfg: TrackingConfig, ws: Workspace) -> TrackingTarget:
     """Configure MLflow and make sure the experiment exists (a new SQLite store runs its schema
     migrations here, about two seconds)."""
     uri = configure(ws)
-    return TrackingTarget(tracking_uri=uri, experiment_id=_experiment_id(cfg.experiment, ws))
+    return TrackingTarget(tracking_uri=uri, experiment_id=experiment_id_for(cfg.experiment, ws))
 
 
 def start_pipeline_run(target: TrackingTarget, run_name: str, tags: dict[str, str]) -> TrackedRun:
@@ -487,7 +488,7 @@ def register_best(
     best: EvaluatedCandidate,
     export: ExportedCandidate,
     audited: AuditedCandidate,
-    data: DataRef,
+    lineage: Lineage,
     registry: RegistryConfig,
 ) -> tuple[str, bool]:
     """Register the best candidate as a version of ``registry.model_name``; a version with the
@@ -519,7 +520,8 @@ def register_best(
             **content,
             "trustflow.candidate": best.candidate.name,
             "trustflow.run_id": run.run_id,
-            "trustflow.data.md5": data.md5,
+            "trustflow.data.md5": lineage.data.md5,
+            GIT_REVISION_TAG: lineage.git_revision or "unknown",
             PARITY_PASSED_TAG: str(export.passed).lower(),
             "trustflow.onnx.parity": export.reason(),
             FAIRNESS_PASSED_TAG: str(audited.audit.passed).lower(),
@@ -634,7 +636,7 @@ class RegistrySource:
         self.name, self.alias, self.version = match["name"], match["alias"], match["version"]
         self.description = uri
 
-    def _model_version(self) -> Any:
+    def model_version(self) -> Any:
         client = MlflowClient()
         try:
             if self.alias is not None:
@@ -648,7 +650,7 @@ class RegistrySource:
                 ) from None
             raise
 
-    def _fetch(self, version: Any) -> ModelRelease:
+    def fetch(self, version: Any) -> ModelRelease:
         label = f"{self.name} v{version.version}"
         if version.tags.get(PARITY_PASSED_TAG) != "true":
             reason = version.tags.get("trustflow.onnx.parity", "no ONNX parity result recorded")
@@ -672,10 +674,10 @@ class RegistrySource:
         )
 
     def load(self) -> ModelRelease:
-        return self._fetch(self._model_version())
+        return self.fetch(self.model_version())
 
     def poll(self, current: ModelRelease) -> ModelRelease | None:
         if self.alias is None:
             return None
-        version = self._model_version()
-        return None if str(version.version) == current.version else self._fetch(version)
+        version = self.model_version()
+        return None if str(version.version) == current.version else self.fetch(version)

@@ -31,3 +31,7 @@ class PrivacyLedgerError(TrustflowError):
 
 class TrackingUnavailable(TrustflowError):
     """The MLflow tracking server does not answer; nothing is read, trained or registered."""
+
+
+class DeployError(TrustflowError):
+    """A model could not be deployed: bundle, image, container or manifests."""
