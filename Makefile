@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install run repro test lint format benchmark serve server server-down mlflow-ui clean
+.PHONY: help install run repro test lint format benchmark benchmark-container serve server server-down mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ benchmark: $(STAMP) ## measure overhead, fairness, privacy-utility, ONNX latency
 	$(BIN)/python benchmarks/privacy_utility.py
 	$(BIN)/python benchmarks/onnx_latency.py
 	$(BIN)/python benchmarks/serving.py
+
+benchmark-container: $(STAMP) ## the champion's image vs the same server run directly (needs Docker)
+	$(BIN)/python benchmarks/container_serving.py $(ARGS)
 
 serve: $(STAMP) ## serve the workspace's champion on http://127.0.0.1:8000 (after make run)
 	$(BIN)/trustflow serve --model models:/adult-income@champion $(ARGS)

@@ -72,8 +72,8 @@ def deployed(request, tmp_path_factory) -> Iterator[dict[str, str]]:
             _drop_databases(database)
 
 
-def _deployment(api: str) -> dict:
-    response = httpx.get(f"{api}/deployments/name/train-tabular/train-tabular", timeout=10)
+def _deployment(api: str, flow: str = "train-tabular") -> dict:
+    response = httpx.get(f"{api}/deployments/name/{flow}/{flow}", timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -87,10 +87,10 @@ def test_the_deployment_carries_its_schedule_limit_and_typed_form(deployed) -> N
     assert deployment["work_pool_name"] == "trustflow-process"
 
 
-def _trigger(api: str, parameters: dict) -> str:
+def _trigger(api: str, parameters: dict, flow: str = "train-tabular") -> str:
     """POST create_flow_run; a 503 (SQLite busy while a run writes) is retried with backoff,
     as Prefect's own client does for 429/502/503."""
-    deployment = _deployment(api)
+    deployment = _deployment(api, flow)
     for delay in (0.5, 1, 2, 4, 8, None):
         created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run",
                              json={"parameters": parameters}, timeout=30)  # fmt: skip
@@ -152,6 +152,26 @@ def test_two_runs_at_once_take_turns_on_the_alias(deployed, adult_sample, tmp_pa
     client = MlflowClient(tracking_uri=deployed["mlflow"], registry_uri=deployed["mlflow"])
     champion = client.get_model_version_by_alias("adult-income", "champion")
     assert champion.tags["trustflow.fairness.passed"] == "true"
+
+
+def test_deploy_model_from_the_ui_writes_the_champions_manifests(deployed, tmp_path) -> None:
+    """The deploy-model deployment, triggered like the UI's Run button, on the champion the
+    runs above registered in the MLflow server."""
+    api, out = deployed["api"], tmp_path / "k8s"
+    parameters = {"target": "kubernetes", "out": str(out), "apply": False,
+                  "workspace": deployed["workspace"]}  # fmt: skip
+    run = _finished(api, _trigger(api, parameters, "deploy-model"))
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    client = MlflowClient(tracking_uri=deployed["mlflow"], registry_uri=deployed["mlflow"])
+    champion = client.get_model_version_by_alias("adult-income", "champion")
+    assert champion.tags["trustflow.deployed.kubernetes"] == str(out)
+    manifests = (out / "manifests.yaml").read_text()
+    assert f"image: adult-income:{champion.version}" in manifests
+    wrong = httpx.post(
+        f"{api}/deployments/{_deployment(api, 'deploy-model')['id']}/create_flow_run",
+        json={"parameters": {"target": "helm"}}, timeout=30,
+    )  # fmt: skip
+    assert wrong.status_code == 409 and "'helm' is not one of" in wrong.json()["detail"]
 
 
 def test_an_invalid_parameter_is_refused_with_the_schema_message(deployed) -> None:

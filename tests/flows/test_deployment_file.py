@@ -11,13 +11,25 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_every_deployment_entrypoint_loads_with_a_typed_parameter_schema() -> None:
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    assert [d["name"] for d in spec["deployments"]] == ["train-tabular"]
-    for deployment in spec["deployments"]:
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    assert list(deployments) == ["train-tabular", "deploy-model"]
+    schemas = {}
+    for name, deployment in deployments.items():
         flow = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
-        assert flow.name == deployment["name"]
-        schema = parameter_schema(flow).model_dump_for_openapi()
-        assert set(schema["properties"]) == {"config", "workspace"}
-        # The config is a typed object (the UI renders nested fields), not a free-form dict.
-        assert "TabularConfig" in schema["definitions"]
-        assert "TrainConfig" in schema["definitions"]
-        assert deployment["schedules"][0]["cron"] == "0 3 * * 1"
+        assert flow.name == name
+        assert deployment["work_pool"]["name"] == "trustflow-process"
+        assert deployment["concurrency_limit"] == 1
+        schemas[name] = parameter_schema(flow).model_dump_for_openapi()
+
+    train = schemas["train-tabular"]
+    assert set(train["properties"]) == {"config", "workspace"}
+    # The config is a typed object (the UI renders nested fields), not a free-form dict.
+    assert "TabularConfig" in train["definitions"]
+    assert "TrainConfig" in train["definitions"]
+    assert deployments["train-tabular"]["schedules"][0]["cron"] == "0 3 * * 1"
+
+    deploy = schemas["deploy-model"]["properties"]
+    assert deploy["target"]["enum"] == ["bundle", "docker", "kubernetes", "triton"]
+    assert deploy["model"]["default"] == "models:/adult-income@champion"
+    assert deploy["port"]["type"] == "integer" and deploy["vendor_wheels"]["type"] == "boolean"
+    assert "schedules" not in deployments["deploy-model"]  # deployments are triggered
