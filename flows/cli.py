@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-PIPELINES = ("tabular",)
+PIPELINES = ("tabular", "digits")
 STATUS_MARKS = {"running": "[dim]…[/dim]", "done": "[green]✓[/green]", "cached": "[cyan]↺[/cyan]"}
 
 
@@ -179,28 +179,51 @@ def run_command(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False)
     _quiet_prefect(args.debug)
     # Imported here: Prefect reads its logging settings at import time.
+    from flows.digits import run_digits
     from flows.tabular import run_pipeline
-    from trustflow.config import load_config
+    from trustflow.config import DigitsConfig, load_config
     from trustflow.errors import ConfigError
     from trustflow.workspace import Workspace
 
+    start: Callable[[], Any]
     try:
-        config = load_config(args.config, args.overrides)
         workspace = Workspace.resolve(args.workspace)
+        if args.pipeline == "digits":
+            digits = load_config(args.config, args.overrides, DigitsConfig)
+            start = lambda: run_digits(digits, workspace)  # noqa: E731
+        else:
+            tabular = load_config(args.config, args.overrides)
+            start = lambda: run_pipeline(tabular, workspace)  # noqa: E731
     except ConfigError as exc:
         return _fail(err, args, exc)
-
-    code, summary = _run_flow(
-        args, err, f"[bold]train-tabular[/bold] in {workspace.root}",
-        lambda: run_pipeline(config, workspace),
-    )  # fmt: skip
+    title = f"[bold]train-{args.pipeline}[/bold] in {workspace.root}"
+    code, summary = _run_flow(args, err, title, start)
     if summary is None:
         return code
     if args.json:
         print(json.dumps(summary))
+    elif args.pipeline == "digits":
+        _print_digits_summary(summary)
     else:
         _print_summary(Console(highlight=False), summary)
     return 0
+
+
+def _print_digits_summary(summary: dict[str, Any]) -> None:
+    model, training, metrics = summary["model"], summary["training"], summary["metrics"]
+    alias = f" @{model['alias']}" if model["alias"] else ""
+    print()
+    print(
+        f"test     accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
+        f"log loss {metrics['log_loss']:.4f}"
+    )
+    print(
+        f"training {training['epochs']} epochs (best {training['best_epoch']}) in "
+        f"{training['fit_seconds']:.1f} s on {training['device']}"
+    )
+    print(f"onnx     max |diff| {summary['onnx']['max_abs_diff']:.1e} (parity passed)")
+    print(f"model    {model['name']} v{model['version']}{alias}  ({model['reason']})")
+    print(f"mlflow   {summary['mlflow']['tracking_uri']}  run {summary['mlflow']['run_id']}")
 
 
 def _run_flow(

@@ -26,6 +26,7 @@ from tasks.train import EvaluatedCandidate, evaluate, mitigate, preprocess, trai
 from trustflow.config import Metric, TabularConfig, lower_is_better
 from trustflow.errors import ConfigError, GateFailed
 from trustflow.model_card import DataFacts, ModelCardFacts, render_model_card
+from trustflow.models.neural import resolve_accelerator
 from trustflow.workspace import Workspace
 
 
@@ -145,6 +146,8 @@ def train_tabular(
     utility_report = config.privacy.utility_report
     if utility_report is not None and not Path(utility_report).is_file():
         raise ConfigError(f"privacy.utility_report: {utility_report} is not a file")
+    if any(c.kind == "mlp" for c in config.train.candidates):
+        resolve_accelerator(config.trainer.accelerator)  # cuda without a GPU stops here
     stages.run("tracking", tracking.check_tracking_server, ws, detail=lambda d: d)
     source_digest = None
     if config.privacy.mode != "off":
@@ -183,7 +186,8 @@ def train_tabular(
     lineage = stages.run(
         "version",
         version_dataset,
-        validated,
+        validated.data,
+        validated.origin,
         config.data.remote_url,
         ws,
         detail=lambda lin: f"md5 {lin.data.md5[:12]} -> {lin.remote}",
@@ -223,8 +227,32 @@ def train_tabular(
                 + f", {r[1].budget_remaining:g} of {r[1].budget:g} left"
             ),
         )
+    warm = None
+    if config.trainer.warm_start and any(c.kind == "mlp" for c in config.train.candidates):
+        warm, _ = stages.run(
+            "warm-start",
+            tracking.find_warm_start,
+            config.registry,
+            lineage.data.md5,
+            ws,
+            detail=lambda found: found[1],
+        )
+
+    def network_only(kind: str, value: Any) -> Any:
+        return value if kind == "mlp" else None
+
     base_runs = {
-        cfg.name: train.submit(splits.train, preprocessor, cfg, schema, config.train.seed, ws)
+        cfg.name: train.submit(
+            splits.train,
+            splits.valid,
+            preprocessor,
+            cfg,
+            schema,
+            config.train.seed,
+            network_only(cfg.kind, config.trainer),
+            network_only(cfg.kind, warm),
+            ws,
+        )
         for cfg in config.train.candidates
         if cfg.base is None
     }

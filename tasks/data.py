@@ -105,9 +105,8 @@ def ensure_remote(repo, url: str) -> str:
 
 
 @task(name="version", cache_policy=NO_CACHE, persist_result=False)
-def version_dataset(validated: ValidatedData, remote_url: str | None, ws: Workspace) -> Lineage:
+def version_dataset(data: DataRef, origin: str, remote_url: str | None, ws: Workspace) -> Lineage:
     """``dvc add`` the validated data and push it to the remote; idempotent for unchanged data."""
-    data = validated.data
     repo = open_dvc_repo(ws.root)
     try:
         remote = ensure_remote(repo, remote_url or str(ws.default_remote))
@@ -127,7 +126,7 @@ def version_dataset(validated: ValidatedData, remote_url: str | None, ws: Worksp
         dvc_file=str(dvc_file.relative_to(ws.root)),
         remote=remote,
         git_revision=_git_revision(ws.root),
-        origin=validated.origin,
+        origin=origin,
     )
 
 

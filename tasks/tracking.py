@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from trustflow.config import (
 from trustflow.errors import TrackingUnavailable
 from trustflow.evaluate import evaluate_model
 from trustflow.io import load_artifact, read_frame
+from trustflow.models.neural import NeuralClassifier, WarmStart
 from trustflow.models.preprocess import features_and_target
 from trustflow.privacy.mechanisms import PrivateRelease
 from trustflow.refs import DataRef
@@ -60,6 +62,7 @@ PARITY_PASSED_TAG = "trustflow.onnx.parity_passed"
 ONNX_SHA_TAG = "trustflow.onnx_sha256"
 FAIRNESS_PASSED_TAG = "trustflow.fairness.passed"
 GIT_REVISION_TAG = "trustflow.git_revision"  # of the workspace when the version was trained
+CANDIDATE_KIND_TAG = "trustflow.candidate.kind"
 MODEL_CARD_TAG = "trustflow.model_card"
 # Declared rather than inferred: inference imports the model in a subprocess (seconds per model).
 MODEL_REQUIREMENTS = [
@@ -359,6 +362,8 @@ def track_pipeline(
                 mlflow.log_metrics(
                     {**item.evaluation.metrics.model_dump(), "fit_seconds": candidate.fit_seconds}
                 )
+                if candidate.config.kind == "mlp":
+                    log_training(load_artifact(candidate.model).steps[-1][1], child.info.run_id)
                 mlflow.log_artifact(str(item.roc_png.path), "plots")
                 mlflow.log_artifact(str(item.confusion_png.path), "plots")
                 _log_audit(audits[candidate.name])
@@ -398,6 +403,36 @@ def track_pipeline(
                 candidate_runs[candidate.name] = child.info.run_id
                 model_uris[candidate.name] = uri
     return run.model_copy(update={"candidate_runs": candidate_runs, "model_uris": model_uris})
+
+
+def log_training(network: NeuralClassifier, run_id: str) -> None:
+    """A network's epochs as MLflow metric histories (step = epoch), where it started from,
+    and where its TensorBoard events are."""
+    import time as clock
+
+    from mlflow.entities import Metric
+
+    now = int(clock.time() * 1000)
+    keys = ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
+    MlflowClient().log_batch(
+        run_id,
+        metrics=[
+            Metric(f"epoch.{key}", float(epoch[key]), now, int(epoch["epoch"]))
+            for epoch in network.history_
+            for key in keys
+        ],
+    )
+    mlflow.log_metrics(
+        {"epochs_run": len(network.history_), "best_epoch": network.best_epoch_,
+         "best_val_loss": network.best_val_loss_}
+    )  # fmt: skip
+    mlflow.set_tags(
+        {
+            "trustflow.device": network.device_,
+            "trustflow.warm_start.source": network.warm_start_["source"] or "none",
+            "trustflow.warm_start.reason": network.warm_start_["reason"],
+        }
+    )
 
 
 def _log_as(path: Path, artifact_dir: str, name: str) -> None:
@@ -482,6 +517,33 @@ def _champion_score(
         return float(recorded) if recorded is not None else None
 
 
+@task(name="warm-start", cache_policy=NO_CACHE, persist_result=False)
+def find_warm_start(
+    registry: RegistryConfig, data_md5: str, ws: Workspace, kind: str = "mlp"
+) -> tuple[WarmStart | None, str]:
+    """The champion's network weights, when the champion is a network trained on other data;
+    else None and why (the network candidates then start from scratch)."""
+    configure(ws)
+    client = MlflowClient()
+    name, alias = registry.model_name, registry.alias
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None, f"no {name}@{alias} yet: cold start"
+    uri = f"models:/{name}/{version.version}"
+    if version.tags.get(CANDIDATE_KIND_TAG) != kind:
+        candidate = version.tags.get("trustflow.candidate", "?")
+        return (
+            None,
+            f"{name}@{alias} is v{version.version} ({candidate}), not a network: cold start",
+        )
+    if version.tags.get("trustflow.data.md5") == data_md5:
+        return None, f"{uri} was trained on this data version: cold start"
+    model = mlflow.sklearn.load_model(uri)
+    network = model.steps[-1][1]
+    return network.warm_start(uri), f"fine-tunes from {uri}"
+
+
 @task(name="register", cache_policy=NO_CACHE, persist_result=False)
 def register_best(
     run: TrackedRun,
@@ -519,6 +581,7 @@ def register_best(
         tags={
             **content,
             "trustflow.candidate": best.candidate.name,
+            CANDIDATE_KIND_TAG: best.candidate.config.kind,
             "trustflow.run_id": run.run_id,
             "trustflow.data.md5": lineage.data.md5,
             GIT_REVISION_TAG: lineage.git_revision or "unknown",
@@ -542,15 +605,34 @@ def promote(
     test: DataRef,
 ) -> Promotion:
     """Move the alias to ``version`` only if it beats the champion on the configured metric."""
+    score = float(getattr(best.evaluation.metrics, registry.metric))
+    return decide_promotion(
+        version,
+        new_version,
+        score,
+        registry,
+        lambda: _champion_score(registry.model_name, registry.alias, registry, schema, test),
+    )
+
+
+def decide_promotion(
+    version: str,
+    new_version: bool,
+    score: float,
+    registry: RegistryConfig,
+    champion_score: Callable[[], float | None],
+) -> Promotion:
+    """The alias moves to ``version`` when there is no champion yet, or when ``score`` beats
+    ``champion_score()`` (the champion scored on this run's test split) by more than
+    ``registry.min_improvement``."""
     client = MlflowClient()
     name, alias = registry.model_name, registry.alias
-    score = float(getattr(best.evaluation.metrics, registry.metric))
     try:
         previous: str | None = str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         previous = None
 
-    def decided(promoted: bool, champion_score: float | None, reason: str) -> Promotion:
+    def decided(promoted: bool, champion: float | None, reason: str) -> Promotion:
         if promoted:
             client.set_registered_model_alias(name, alias, version)
         return Promotion(
@@ -561,7 +643,7 @@ def promote(
             alias=alias,
             previous_champion=previous,
             challenger_score=score,
-            champion_score=champion_score,
+            champion_score=champion,
             reason=reason,
         )
 
@@ -569,7 +651,7 @@ def promote(
         return decided(True, None, f"first {alias}")
     if previous == version:
         return decided(False, score, f"version {version} is already {alias}")
-    champion = _champion_score(name, alias, registry, schema, test)
+    champion = champion_score()
     if champion is None:
         return decided(True, None, f"{alias} v{previous} has no comparable {registry.metric}")
     gain = champion - score if lower_is_better(registry.metric) else score - champion

@@ -10,11 +10,12 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict
 
 from tasks.caching import CONTENT_CACHE
-from trustflow.config import CandidateConfig, DatasetSchema
+from trustflow.config import CandidateConfig, DatasetSchema, TrainerConfig
 from trustflow.evaluate import Evaluation, confusion_figure, evaluate_model, roc_figure
 from trustflow.io import dump_addressed, load_artifact, read_frame, save_png
-from trustflow.models.candidates import train_candidate
+from trustflow.models.candidates import train_candidate, train_network
 from trustflow.models.mitigation import mitigate_candidate
+from trustflow.models.neural import WarmStart
 from trustflow.models.preprocess import features_and_target, fit_preprocessor
 from trustflow.refs import ArtifactRef, DataRef
 from trustflow.workspace import Workspace
@@ -49,15 +50,40 @@ def preprocess(train: DataRef, schema: DatasetSchema, ws: Workspace) -> Artifact
 )
 def train(
     train: DataRef,
+    valid: DataRef,
     preprocessor: ArtifactRef,
     cfg: CandidateConfig,
     schema: DatasetSchema,
     seed: int,
+    trainer: TrainerConfig | None,
+    warm: WarmStart | None,
     ws: Workspace,
 ) -> TrainedCandidate:
+    """``trainer`` and ``warm`` are only given to network candidates (None for the others), so
+    they never change another candidate's cache key."""
     features, target = features_and_target(read_frame(train), schema)
     fitted = load_artifact(preprocessor)
-    return _fitted(lambda: train_candidate(fitted, features, target, cfg, seed), cfg, ws)
+    if cfg.kind != "mlp":
+        return _fitted(lambda: train_candidate(fitted, features, target, cfg, seed), cfg, ws)
+    trainer = trainer or TrainerConfig()
+    loggers = []
+    if trainer.tensorboard:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        version = f"{train.md5[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
+        loggers.append(
+            TensorBoardLogger(
+                ws.tensorboard_dir, name=cfg.name, version=version, default_hp_metric=False
+            )
+        )
+    valid_set = features_and_target(read_frame(valid), schema)
+    return _fitted(
+        lambda: train_network(
+            fitted, (features, target), valid_set, cfg, seed, trainer.accelerator, loggers, warm
+        ),
+        cfg,
+        ws,
+    )
 
 
 def _fitted(fit: Callable[[], Any], cfg: CandidateConfig, ws: Workspace) -> TrainedCandidate:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -148,6 +148,7 @@ CandidateKind = Literal[
     "hist_gradient_boosting",
     "explainable_boosting",  # InterpretML's glass-box EBM, on the raw features
     "threshold_optimizer",  # Fairlearn post-processing of another candidate (params.base)
+    "mlp",  # a PyTorch Lightning network on the shared preprocessing (warm-starts from a champion)
 ]
 MITIGATION_KINDS = ("threshold_optimizer",)
 
@@ -161,6 +162,15 @@ class CandidateConfig(Frozen):
     def base(self) -> str | None:
         """The candidate a mitigation post-processes."""
         return self.params.get("base") if self.kind in MITIGATION_KINDS else None
+
+
+class TrainerConfig(Frozen):
+    """PyTorch Lightning, for the network candidates."""
+
+    # auto: CUDA when a GPU is visible, else the CPU. cuda: a GPU or a config error (no fallback).
+    accelerator: Literal["auto", "cpu", "cuda"] = "auto"
+    tensorboard: bool = True  # event files under <workspace>/tensorboard/<candidate>/
+    warm_start: bool = True  # start from the champion's weights when it is the same network
 
 
 class RunnerConfig(Frozen):
@@ -187,6 +197,7 @@ def _default_candidates() -> tuple[CandidateConfig, ...]:
             kind="threshold_optimizer",
             params={"base": "hgb", "sensitive_feature": "sex", "constraints": "equalized_odds"},
         ),
+        CandidateConfig(name="mlp", kind="mlp", params={"hidden": [128, 64]}),
     )
 
 
@@ -315,6 +326,7 @@ class TabularConfig(Frozen):
     data: DataConfig = Field(default_factory=DataConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     onnx: OnnxConfig = Field(default_factory=OnnxConfig)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
@@ -421,9 +433,62 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return tree
 
 
+class NeuralOnnxConfig(Frozen):
+    """ONNX export of a network and its parity gate: ONNX Runtime's probabilities must equal
+    PyTorch's within ``numpy.allclose(rtol, atol)`` on the whole test split."""
+
+    opset: int = Field(default=17, ge=13)
+    rtol: float = Field(default=1e-3, gt=0)
+    atol: float = Field(default=1e-5, gt=0)
+
+
+class DigitsTrainConfig(Frozen):
+    seed: int = 42
+    # The CNN's hyper-parameters (trustflow.models.neural.CNN_DEFAULTS for the defaults).
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def _digits_split() -> SplitConfig:
+    return SplitConfig(test_size=0.2, valid_size=0.1, seed=42)
+
+
+def _digits_registry() -> RegistryConfig:
+    return RegistryConfig(model_name="digits-cnn", metric="accuracy")
+
+
+class DigitsConfig(Frozen):
+    """train-digits: a small CNN on scikit-learn's bundled 8x8 handwritten digits."""
+
+    split: SplitConfig = Field(default_factory=_digits_split)
+    train: DigitsTrainConfig = Field(default_factory=DigitsTrainConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    registry: RegistryConfig = Field(default_factory=_digits_registry)
+    onnx: NeuralOnnxConfig = Field(default_factory=NeuralOnnxConfig)
+    tracking: TrackingConfig = Field(
+        default_factory=lambda: TrackingConfig(experiment="train-digits")
+    )
+    remote_url: str | None = None  # DVC remote; null = <workspace>/.trustflow/dvc-remote
+
+    @model_validator(mode="after")
+    def _multiclass_metric(self) -> DigitsConfig:
+        if self.registry.metric not in ("accuracy", "log_loss"):
+            raise ValueError(
+                f"registry.metric = {self.registry.metric}: ten classes are compared on "
+                "accuracy or log_loss"
+            )
+        if self.split.valid_size == 0:
+            raise ValueError("split.valid_size must be above 0: early stopping needs it")
+        return self
+
+
+PipelineConfig = TypeVar("PipelineConfig", TabularConfig, DigitsConfig)
+
+
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None
-) -> TabularConfig:
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    kind: type[PipelineConfig] = TabularConfig,  # type: ignore[assignment]
+) -> PipelineConfig:
     """Read a YAML config (or the defaults), apply ``--set`` overrides, validate."""
     tree: dict[str, Any] = {}
     if path is not None:
@@ -438,7 +503,7 @@ def load_config(
         tree = loaded or {}
     tree = apply_overrides(tree, overrides or [])
     try:
-        return TabularConfig.model_validate(tree)
+        return kind.model_validate(tree)
     except ValidationError as exc:
         origin = f"config {path}" if path else "config"
         raise ConfigError(f"{origin}: {_first_error(exc)}") from exc

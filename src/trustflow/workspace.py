@@ -45,6 +45,10 @@ class Workspace(BaseModel):
         return self.state_dir / "dvc-remote"
 
     @property
+    def tensorboard_dir(self) -> Path:
+        return self.root / "tensorboard"  # `tensorboard --logdir <workspace>/tensorboard`
+
+    @property
     def mlflow_db(self) -> Path:
         return self.root / "mlflow.db"
 

@@ -22,7 +22,7 @@ def _prepare(source: Path, ws: Workspace):
 def test_version_tracks_the_data_with_dvc_and_pushes_it(sample_csv: Path, tmp_path: Path) -> None:
     ws = Workspace(root=tmp_path / "ws")
     _, validated = _prepare(sample_csv, ws)
-    lineage = version_dataset.fn(validated, None, ws)
+    lineage = version_dataset.fn(validated.data, validated.origin, None, ws)
 
     assert (ws.root / ".dvc").is_dir()
     dvc_file = ws.root / lineage.dvc_file
@@ -32,7 +32,7 @@ def test_version_tracks_the_data_with_dvc_and_pushes_it(sample_csv: Path, tmp_pa
     assert pushed.is_file() and file_digest(pushed) == lineage.data.md5
     assert lineage.git_revision is None  # a temp dir is not a git repository
 
-    again = version_dataset.fn(validated, None, ws)  # idempotent
+    again = version_dataset.fn(validated.data, validated.origin, None, ws)  # idempotent
     assert again == lineage
 
 
@@ -40,7 +40,7 @@ def test_version_uses_a_configured_remote(sample_csv: Path, tmp_path: Path) -> N
     ws = Workspace(root=tmp_path / "ws")
     _, validated = _prepare(sample_csv, ws)
     remote = tmp_path / "elsewhere"
-    lineage = version_dataset.fn(validated, str(remote), ws)
+    lineage = version_dataset.fn(validated.data, validated.origin, str(remote), ws)
     assert lineage.remote == str(remote)
     assert (remote / "files" / "md5" / lineage.data.md5[:2] / lineage.data.md5[2:]).is_file()
 

@@ -138,6 +138,8 @@ def convert_pipeline(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) ->
         raise NotExportable(reason)
     if _is_glassbox(model):
         graph = _convert_ebm(model, schema)
+    elif _is_neural(model):
+        graph = _convert_neural(model, schema, cfg)
     else:
         graph = _convert_sklearn(model, schema, cfg)
     # What a server needs beyond the graph: the label names behind the 0/1 output.
@@ -152,7 +154,8 @@ def convert_pipeline(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) ->
     return graph
 
 
-def _convert_sklearn(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) -> onnx.ModelProto:
+def _convert_sklearn(model: Any, schema: DatasetSchema, cfg: OnnxConfig) -> onnx.ModelProto:
+    """A fitted pipeline (or the preprocessor alone) with one (n, 1) input per column."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
 
@@ -170,9 +173,27 @@ def _convert_sklearn(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) ->
         model,
         initial_types=inputs,
         target_opset={"": cfg.opset, "ai.onnx.ml": ML_OPSET},
-        options={id(model): {"zipmap": False}},
+        options={id(model): {"zipmap": False}} if isinstance(model, Pipeline) else None,
     )
     return graph
+
+
+def _is_neural(model: Pipeline) -> bool:
+    from trustflow.models.neural import NeuralClassifier
+
+    return isinstance(model.steps[-1][1], NeuralClassifier)
+
+
+def _convert_neural(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) -> onnx.ModelProto:
+    """The shared preprocessor (skl2onnx) joined to the network (torch.onnx.export)."""
+    from trustflow.export.neural import join, network_graph
+
+    if len(model.steps) != 2:
+        raise NotExportable("a network converts to ONNX behind the shared preprocessor only")
+    front = _convert_sklearn(model.steps[0][1], schema, cfg)
+    network = model.steps[-1][1]
+    body = network_graph(network.network(), network.spec_["inputs"], cfg.opset)
+    return join(front, front.graph.output[0].name, body)
 
 
 def _is_glassbox(model: Pipeline) -> bool:

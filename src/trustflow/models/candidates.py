@@ -8,6 +8,9 @@ categories itself) and its pipeline is the model alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from sklearn.base import ClassifierMixin
@@ -18,6 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from trustflow.config import MITIGATION_KINDS, CandidateConfig
 from trustflow.errors import ConfigError
+from trustflow.models.neural import Accelerator, NeuralClassifier, WarmStart
 
 
 def make_estimator(cfg: CandidateConfig, seed: int) -> ClassifierMixin:
@@ -30,6 +34,8 @@ def make_estimator(cfg: CandidateConfig, seed: int) -> ClassifierMixin:
             return ExplainableBoostingClassifier(**{**cfg.params, "random_state": seed})
         if cfg.kind in MITIGATION_KINDS:
             raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}) post-processes another one")
+        if cfg.kind == "mlp":
+            raise ConfigError(f"candidate '{cfg.name}' (mlp) trains with train_network")
         return HistGradientBoostingClassifier(**{**cfg.params, "random_state": seed})
     except TypeError as exc:  # an unknown keyword in params
         raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}): {exc}") from exc
@@ -52,3 +58,29 @@ def train_candidate(
     if raw_features:
         return Pipeline([("model", estimator)])
     return Pipeline([("preprocess", preprocessor), ("model", estimator)])
+
+
+def train_network(
+    preprocessor: ColumnTransformer,
+    train: tuple[pd.DataFrame, np.ndarray],
+    valid: tuple[pd.DataFrame, np.ndarray],
+    cfg: CandidateConfig,
+    seed: int,
+    accelerator: Accelerator,
+    loggers: Sequence[Any] = (),
+    warm: WarmStart | None = None,
+) -> Pipeline:
+    """A Lightning network on the shared preprocessing, early-stopped on ``valid``."""
+    numeric = len(next(cols for name, _, cols in preprocessor.transformers if name == "numeric"))
+    network = NeuralClassifier("mlp", {"numeric": numeric, **cfg.params}, seed, accelerator)
+    try:
+        network.fit(
+            preprocessor.transform(train[0]),
+            train[1],
+            valid=(preprocessor.transform(valid[0]), valid[1]),
+            loggers=loggers,
+            warm=warm,
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}): {exc}") from exc
+    return Pipeline([("preprocess", preprocessor), ("model", network)])

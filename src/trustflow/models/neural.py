@@ -1,0 +1,418 @@
+"""Neural candidates on PyTorch Lightning: a tabular MLP over the shared preprocessing, and a
+small CNN for 8x8 images.
+
+:class:`NeuralClassifier` is a scikit-learn estimator (``fit``, ``predict_proba``), so the
+pipeline evaluates, audits, explains and registers it like any other candidate. Its fitted state
+is plain NumPy (the network's weights), which MLflow's skops format stores without pickle.
+
+- Deterministic for a seed: weights are initialised and batches shuffled (and augmented) from
+  the estimator's own ``torch.Generator``, never the global RNG, so two networks training in
+  parallel threads do not disturb each other; no dropout.
+- Early stopping on the validation loss (``patience`` epochs without improvement); the weights
+  of the best epoch are kept.
+- Loggers are injected (``loggers=``: the tasks layer passes a TensorBoard logger); every
+  epoch's metrics are also kept in ``history_``, which the tracking stage logs to MLflow.
+- Warm start: :class:`WarmStart` weights of the same architecture initialise the network
+  (fine-tuning); any other architecture starts cold, and ``warm_start_`` says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from trustflow.errors import ConfigError
+
+Accelerator = Literal["auto", "cpu", "cuda"]
+
+MLP_DEFAULTS: dict[str, Any] = {
+    "hidden": [128, 64],
+    "numeric": 0,  # how many leading inputs are numbers (the shared preprocessor puts them first)
+    "periodic": {"frequencies": 24, "width": 8, "sigma": 1.0},
+    "learning_rate": 5e-4,
+    "weight_decay": 1e-4,
+    "batch_size": 512,
+    "max_epochs": 40,
+    "patience": 4,
+}
+CNN_DEFAULTS: dict[str, Any] = {
+    "channels": [16, 32],
+    "dense": 64,
+    "learning_rate": 2e-3,
+    "weight_decay": 1e-4,
+    "batch_size": 64,
+    "max_epochs": 60,
+    "patience": 8,
+    "shift": 1,  # augmentation: random translation by up to this many pixels
+    "image": [8, 8],
+}
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Weights to start from: a registered version's network."""
+
+    source: str  # models:/NAME/VERSION
+    spec: dict[str, Any]  # the architecture (NeuralClassifier.spec_)
+    state: dict[str, np.ndarray]
+
+
+def resolve_accelerator(requested: Accelerator) -> str:
+    """``cuda`` when asked for and present (or ``auto`` and present), else ``cpu``; asking for
+    CUDA on a machine without it is a config error, never a hang or a silent fallback."""
+    import torch
+
+    available = torch.cuda.is_available()
+    if requested == "cuda" and not available:
+        raise ConfigError(
+            "trainer.accelerator = cuda, but no CUDA device is available (torch "
+            f"{torch.__version__}, torch.cuda.is_available() is False); use auto or cpu"
+        )
+    return "cuda" if requested != "cpu" and available else "cpu"
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def build_network(spec: dict[str, Any]) -> Any:
+    """The torch module for an architecture spec: logits out."""
+    from torch import nn
+
+    if spec["kind"] == "mlp":
+        layers: list[nn.Module] = []
+        numeric = int(spec.get("numeric", 0))
+        width = spec["inputs"]
+        if numeric and spec.get("periodic"):
+            layers.append(PeriodicNumbers(numeric, **spec["periodic"]))
+            width = spec["inputs"] - numeric + numeric * spec["periodic"]["width"]
+        for hidden in spec["hidden"]:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, spec["classes"]))
+        return nn.Sequential(*layers)
+    height, width = spec["image"]
+    first, second = spec["channels"]
+    return nn.Sequential(
+        nn.Unflatten(1, (1, height, width)),
+        nn.Conv2d(1, first, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(first, second, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(second * (height // 2) * (width // 2), spec["dense"]),
+        nn.ReLU(),
+        nn.Linear(spec["dense"], spec["classes"]),
+    )
+
+
+def _periodic_module() -> Any:
+    import torch
+    from torch import nn
+
+    class Periodic(nn.Module):
+        """Periodic embeddings of the numeric inputs (Gorishniy et al., 2022, "PLR"): each
+        standardised number x becomes ReLU(W [sin(2 pi c x), cos(2 pi c x)]) with learned
+        frequencies c, which lets an MLP fit the sharp, heavy-tailed effects (capital gain,
+        age) that trees find easily. The one-hot columns pass through unchanged."""
+
+        def __init__(self, numeric: int, frequencies: int, width: int, sigma: float) -> None:
+            super().__init__()
+            self.numeric, self.sigma = numeric, sigma
+            self.frequencies = nn.Parameter(torch.zeros(numeric, frequencies))
+            self.weight = nn.Parameter(torch.empty(numeric, 2 * frequencies, width))
+            self.bias = nn.Parameter(torch.zeros(numeric, width))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            numbers, rest = x[:, : self.numeric], x[:, self.numeric :]
+            angles = 2 * torch.pi * numbers.unsqueeze(-1) * self.frequencies
+            periodic = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+            embedded = torch.relu(torch.einsum("bnf,nfw->bnw", periodic, self.weight) + self.bias)
+            return torch.cat([embedded.flatten(1), rest], dim=1)
+
+    return Periodic
+
+
+def PeriodicNumbers(numeric: int, frequencies: int, width: int, sigma: float) -> Any:
+    return _periodic_module()(numeric, frequencies, width, sigma)
+
+
+def _initialise(network: Any, generator: Any) -> None:
+    """Kaiming-uniform weights (PyTorch's default scheme) from our own generator."""
+    import math
+
+    import torch
+
+    for module in network.modules():
+        weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+        if hasattr(module, "frequencies"):  # periodic embeddings
+            with torch.no_grad():
+                module.frequencies.normal_(0, module.sigma, generator=generator)
+                module.weight.uniform_(-0.1, 0.1, generator=generator)
+            continue
+        if weight is None:
+            continue
+        torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
+        if bias is not None:
+            fan_in = weight[0].numel()
+            bound = 1 / math.sqrt(fan_in)
+            torch.nn.init.uniform_(bias, -bound, bound, generator=generator)
+
+
+def _shift_images(batch: Any, spec: dict[str, Any], shift: int, generator: Any) -> Any:
+    """Augmentation: translate each image by up to ``shift`` pixels (zero padding)."""
+    import torch
+    import torch.nn.functional as F
+
+    if shift <= 0:
+        return batch
+    height, width = spec["image"]
+    images = batch.view(-1, 1, height, width)
+    padded = F.pad(images, (shift, shift, shift, shift))
+    offsets = torch.randint(0, 2 * shift + 1, (images.shape[0], 2), generator=generator)
+    rows = torch.arange(height).view(1, height, 1) + offsets[:, 0].view(-1, 1, 1)
+    cols = torch.arange(width).view(1, 1, width) + offsets[:, 1].view(-1, 1, 1)
+    index = torch.arange(images.shape[0]).view(-1, 1, 1)
+    shifted = padded[index, 0, rows, cols]
+    return shifted.reshape(batch.shape)
+
+
+def _lightning_module(network: Any, params: dict[str, Any], spec: dict[str, Any], gen: Any):
+    import lightning as L
+    import torch
+    import torch.nn.functional as F
+
+    class Classifier(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.network(x)
+
+        def training_step(self, batch: Any, _: int) -> torch.Tensor:
+            x, y = batch
+            if spec["kind"] == "cnn":
+                x = _shift_images(x, spec, int(params.get("shift", 0)), gen)
+            loss = F.cross_entropy(self(x), y)
+            self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+            return loss
+
+        def validation_step(self, batch: Any, _: int) -> None:
+            x, y = batch
+            logits = self(x)
+            self.log("val_loss", F.cross_entropy(logits, y), batch_size=len(y))
+            accuracy = (logits.argmax(dim=1) == y).float().mean()
+            self.log("val_accuracy", accuracy, batch_size=len(y))
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.AdamW(
+                self.parameters(),
+                lr=float(params["learning_rate"]),
+                weight_decay=float(params["weight_decay"]),
+            )
+
+    return Classifier()
+
+
+def _callbacks(patience: int) -> tuple[Any, list[Any]]:
+    import copy
+
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    class Record(L.Callback):
+        """Every epoch's metrics and time, and the best epoch's weights."""
+
+        def __init__(self) -> None:
+            self.history: list[dict[str, float]] = []
+            self.best: tuple[float, int, dict[str, Any]] | None = None
+            self.started = time.perf_counter()
+
+        def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+            self.epoch_started = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            loss = metrics["val_loss"]
+            self.history.append(
+                {
+                    "epoch": trainer.current_epoch + 1,
+                    "train_loss": metrics.get("train_loss", float("nan")),
+                    "val_loss": loss,
+                    "val_accuracy": metrics.get("val_accuracy", float("nan")),
+                    "epoch_seconds": time.perf_counter() - self.epoch_started,
+                    "elapsed_seconds": time.perf_counter() - self.started,
+                }
+            )
+            if self.best is None or loss < self.best[0]:
+                state = copy.deepcopy(module.network.state_dict())
+                self.best = (loss, trainer.current_epoch + 1, state)
+
+    record = Record()
+    stop = EarlyStopping(monitor="val_loss", patience=patience, mode="min", check_finite=True)
+    return record, [record, stop]
+
+
+def _loader(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool, gen: Any) -> Any:
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    # Copies: arrays read from parquet can be read-only, which torch will not wrap.
+    data = TensorDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y))
+    return DataLoader(data, batch_size=batch, shuffle=shuffle, generator=gen, num_workers=0)
+
+
+class NeuralClassifier(ClassifierMixin, BaseEstimator):
+    """A Lightning-trained network as a scikit-learn classifier (labels 0..classes-1)."""
+
+    def __init__(
+        self,
+        kind: Literal["mlp", "cnn"] = "mlp",
+        params: dict[str, Any] | None = None,
+        seed: int = 0,
+        accelerator: Accelerator = "auto",
+    ) -> None:
+        self.kind = kind
+        self.params = params
+        self.seed = seed
+        self.accelerator = accelerator
+
+    def _settings(self) -> dict[str, Any]:
+        defaults = MLP_DEFAULTS if self.kind == "mlp" else CNN_DEFAULTS
+        unknown = sorted(set(self.params or {}) - set(defaults))
+        if unknown:
+            raise ConfigError(f"{self.kind}: unknown params {unknown}; known: {sorted(defaults)}")
+        return {**defaults, **(self.params or {})}
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        valid: tuple[np.ndarray, np.ndarray] | None = None,
+        loggers: Sequence[Any] = (),
+        warm: WarmStart | None = None,
+    ) -> NeuralClassifier:
+        import lightning as L
+        import torch
+
+        _quiet_lightning()
+        settings = self._settings()
+        x = np.asarray(x, dtype=np.float32)
+        y = np.asarray(y, dtype=np.int64)
+        if valid is None:
+            raise ConfigError(f"{self.kind}: early stopping needs a validation split")
+        classes = int(max(y.max(), np.asarray(valid[1]).max())) + 1
+        spec: dict[str, Any] = {"kind": self.kind, "inputs": int(x.shape[1]), "classes": classes}
+        if self.kind == "mlp":
+            spec["hidden"] = [int(h) for h in settings["hidden"]]
+            if settings["numeric"]:
+                spec["numeric"] = int(settings["numeric"])
+                spec["periodic"] = {
+                    k: settings["periodic"][k] for k in ("frequencies", "width", "sigma")
+                }
+        else:
+            spec.update(
+                channels=[int(c) for c in settings["channels"]],
+                dense=int(settings["dense"]),
+                image=[int(s) for s in settings["image"]],
+            )
+            if spec["image"][0] * spec["image"][1] != spec["inputs"]:
+                raise ConfigError(f"cnn: image {spec['image']} does not hold {x.shape[1]} inputs")
+        device = resolve_accelerator(self.accelerator)
+        generator = torch.Generator().manual_seed(self.seed)
+        network = build_network(spec)
+        _initialise(network, generator)
+        self.warm_start_ = {"source": None, "reason": "no warm-start source"}
+        if warm is not None:
+            if warm.spec == spec:
+                network.load_state_dict({k: torch.as_tensor(v) for k, v in warm.state.items()})
+                self.warm_start_ = {"source": warm.source, "reason": "same architecture"}
+            else:
+                differs = sorted(k for k in spec if warm.spec.get(k) != spec[k])
+                self.warm_start_ = {
+                    "source": None,
+                    "reason": f"cold start: {warm.source} has another architecture ("
+                    + ", ".join(f"{k} {warm.spec.get(k)} vs {spec[k]}" for k in differs)
+                    + ")",
+                }
+        module = _lightning_module(network, settings, spec, generator)
+        record, callbacks = _callbacks(int(settings["patience"]))
+        trainer = L.Trainer(
+            accelerator=device,
+            devices=1,
+            max_epochs=int(settings["max_epochs"]),
+            deterministic=True,
+            logger=list(loggers) or False,
+            callbacks=callbacks,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,
+        )
+        batch = int(settings["batch_size"])
+        valid_x = np.asarray(valid[0], dtype=np.float32)
+        valid_y = np.asarray(valid[1], dtype=np.int64)
+        started = time.perf_counter()
+        trainer.fit(
+            module,
+            _loader(x, y, batch, shuffle=True, gen=generator),
+            _loader(valid_x, valid_y, 4096, shuffle=False, gen=None),
+        )
+        assert record.best is not None  # at least one epoch ran
+        best_loss, best_epoch, best_state = record.best
+        self.spec_ = spec
+        self.state_ = {k: v.detach().cpu().numpy().copy() for k, v in best_state.items()}
+        self.classes_ = np.arange(classes)
+        self.history_ = record.history
+        self.best_epoch_ = best_epoch
+        self.best_val_loss_ = float(best_loss)
+        self.device_ = device
+        self.fit_seconds_ = time.perf_counter() - started
+        return self
+
+    def network(self) -> Any:
+        """The fitted network (logits), on the CPU, in eval mode; built once per estimator."""
+        import torch
+
+        network = self.__dict__.get("_network")
+        if network is None:
+            network = build_network(self.spec_)
+            network.load_state_dict({k: torch.as_tensor(v) for k, v in self.state_.items()})
+            network = self.__dict__["_network"] = network.eval()
+        return network
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_network", None)  # rebuilt from state_ on first use
+        return state
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        import torch
+
+        values = np.array(x, dtype=np.float32)  # a writable copy: torch wraps it
+        network = self.network()
+        with torch.no_grad():
+            logits = network(torch.as_tensor(values))
+            probabilities = torch.softmax(logits, dim=1).numpy().astype(np.float64)
+        # float32 softmax rows sum to 1 only within rounding; scikit-learn's metrics check.
+        return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+    def predict(self, x: Any) -> np.ndarray:
+        return self.classes_[self.predict_proba(x).argmax(axis=1)]
+
+    def warm_start(self, source: str) -> WarmStart:
+        """This network's weights, as the starting point of a later fit."""
+        return WarmStart(source=source, spec=self.spec_, state=self.state_)

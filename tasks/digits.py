@@ -1,0 +1,269 @@
+"""Tasks of train-digits: the bundled digits as a versioned table, the CNN, its evaluation, its
+ONNX form with the allclose parity gate, and its MLflow run, registration and promotion."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import mlflow
+import numpy as np
+import onnx
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, infer_signature
+from mlflow.tracking import MlflowClient
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
+from sklearn.metrics import accuracy_score, f1_score, log_loss
+from sklearn.pipeline import Pipeline
+
+from tasks.caching import CONTENT_CACHE
+from tasks.data import Lineage
+from tasks.tracking import (
+    CANDIDATE_KIND_TAG,
+    FAIRNESS_PASSED_TAG,
+    GIT_REVISION_TAG,
+    MODEL_REQUIREMENTS,
+    ONNX_SHA_TAG,
+    PARITY_PASSED_TAG,
+    SHA_TAG,
+    Promotion,
+    SklearnWithOnnx,
+    configure,
+    decide_promotion,
+    experiment_id_for,
+    log_training,
+    skops_trusted_types,
+)
+from trustflow.config import DigitsConfig, RegistryConfig, TrainerConfig
+from trustflow.data.digits import CLASSES, PIXELS, TARGET, digits_frame, features
+from trustflow.export.metadata import METADATA_CLASSES, METADATA_DATASET, METADATA_TARGET
+from trustflow.export.neural import allclose_parity, concat_front, join, network_graph
+from trustflow.io import dump_addressed, load_artifact, read_frame, write_addressed, write_frame
+from trustflow.models.neural import NeuralClassifier, WarmStart
+from trustflow.refs import ArtifactRef, DataRef
+from trustflow.workspace import Workspace
+
+
+class TrainedNetwork(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: ArtifactRef  # a Pipeline whose one step is the NeuralClassifier
+    fit_seconds: float
+
+
+class NetworkExport(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    onnx: ArtifactRef
+    parity: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.parity["passed"])
+
+    def reason(self) -> str:
+        p = self.parity
+        verdict = "passed" if self.passed else "failed"
+        return (
+            f"ONNX parity {verdict}: max |diff| {p['max_abs_diff']:.2e} over {p['rows']} rows "
+            f"(allclose rtol {p['rtol']:g}, atol {p['atol']:g}), labels "
+            f"{p['label_agreement']:.2%} equal"
+        )
+
+
+@task(name="ingest", cache_policy=NO_CACHE, persist_result=False)
+def ingest_digits(ws: Workspace) -> DataRef:
+    """scikit-learn's bundled digits, as data/digits.parquet (no download)."""
+    return write_frame(digits_frame(), ws.data_dir / "digits.parquet")
+
+
+@task(name="train", cache_policy=CONTENT_CACHE, persist_result=True)
+def train_digits(
+    train: DataRef,
+    valid: DataRef,
+    params: dict[str, Any],
+    seed: int,
+    trainer: TrainerConfig,
+    warm: WarmStart | None,
+    ws: Workspace,
+) -> TrainedNetwork:
+    x, y = features(read_frame(train))
+    loggers = []
+    if trainer.tensorboard:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        version = f"{train.md5[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
+        logger = TensorBoardLogger(
+            ws.tensorboard_dir, name="digits-cnn", version=version, default_hp_metric=False
+        )
+        loggers.append(logger)
+    started = time.perf_counter()
+    network = NeuralClassifier("cnn", params, seed, trainer.accelerator).fit(
+        x, y, valid=features(read_frame(valid)), loggers=loggers, warm=warm
+    )
+    seconds = time.perf_counter() - started
+    model = dump_addressed(Pipeline([("model", network)]), ws.artifacts_dir / "models", "digits")
+    return TrainedNetwork(model=model, fit_seconds=round(seconds, 3))
+
+
+def _metrics(model: Pipeline, test: DataRef) -> dict[str, float]:
+    frame = read_frame(test)
+    probabilities = model.predict_proba(frame[PIXELS])
+    labels = probabilities.argmax(axis=1)
+    target = frame[TARGET].to_numpy()
+    return {
+        "accuracy": float(accuracy_score(target, labels)),
+        "macro_f1": float(f1_score(target, labels, average="macro")),
+        "log_loss": float(log_loss(target, probabilities, labels=list(range(len(CLASSES))))),
+    }
+
+
+@task(name="evaluate", cache_policy=CONTENT_CACHE, persist_result=True)
+def evaluate_digits(trained: TrainedNetwork, test: DataRef) -> dict[str, float]:
+    return _metrics(load_artifact(trained.model), test)
+
+
+@task(name="export", cache_policy=CONTENT_CACHE, persist_result=True)
+def export_digits(
+    trained: TrainedNetwork, test: DataRef, opset: int, rtol: float, atol: float, ws: Workspace
+) -> NetworkExport:
+    """One (n, 1) float input per pixel column -> Concat -> the CNN -> label, probabilities."""
+    model = load_artifact(trained.model)
+    network = model.steps[-1][1]
+    graph = join(
+        concat_front(PIXELS), "pixels", network_graph(network.network(), len(PIXELS), opset)
+    )
+    for key, value in {
+        METADATA_DATASET: "digits",
+        METADATA_TARGET: TARGET,
+        METADATA_CLASSES: json.dumps(CLASSES),
+    }.items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(graph, full_check=True)
+    frame = read_frame(test)
+    feed = {name: frame[[name]].to_numpy(dtype=np.float32) for name in PIXELS}
+    parity = allclose_parity(graph, feed, model.predict_proba(frame[PIXELS]), rtol, atol)
+    path, sha = write_addressed(
+        lambda tmp: onnx.save(graph, str(tmp)), ws.artifacts_dir / "onnx", "digits", ".onnx"
+    )
+    return NetworkExport(onnx=ArtifactRef(path=path, sha256=sha), parity=parity)
+
+
+class DigitsRegistration(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str
+    version: str | None  # None when the parity gate failed (nothing to serve, nothing to promote)
+    new_version: bool
+
+
+@task(name="track", cache_policy=NO_CACHE, persist_result=False)
+def track_digits(
+    config: DigitsConfig,
+    lineage: Lineage,
+    trained: TrainedNetwork,
+    metrics: dict[str, float],
+    export: NetworkExport,
+    test: DataRef,
+    ws: Workspace,
+) -> DigitsRegistration:
+    """The run (config, lineage, per-epoch metrics, test metrics, parity, the model with its
+    ONNX form) and, when parity passed, a version of ``registry.model_name``."""
+    configure(ws)
+    model = load_artifact(trained.model)
+    network: NeuralClassifier = model.steps[-1][1]
+    name = config.registry.model_name
+    content = {SHA_TAG: trained.model.sha256, ONNX_SHA_TAG: export.onnx.sha256}
+    experiment = experiment_id_for(config.tracking.experiment, ws)
+    example = read_frame(test)[PIXELS].head(5)
+    with mlflow.start_run(
+        experiment_id=experiment, run_name=f"digits-cnn-{lineage.data.md5[:8]}"
+    ) as run:
+        mlflow.log_params(
+            {"kind": "cnn", "seed": config.train.seed, "accelerator": config.trainer.accelerator,
+             **{f"params.{k}": str(v) for k, v in config.train.params.items()}}
+        )  # fmt: skip
+        mlflow.log_dict(config.model_dump(mode="json"), "config.yaml")
+        mlflow.log_dict(lineage.model_dump(mode="json"), "lineage.json")
+        mlflow.log_dict(export.parity, "onnx_parity.json")
+        mlflow.log_metrics(
+            {**{f"test.{k}": v for k, v in metrics.items()}, "fit_seconds": trained.fit_seconds,
+             "onnx.max_abs_diff": export.parity["max_abs_diff"]}
+        )  # fmt: skip
+        log_training(network, run.info.run_id)
+        mlflow.set_tags(
+            {
+                "trustflow.pipeline": "train-digits",
+                "trustflow.data.md5": lineage.data.md5,
+                "trustflow.data.dvc_file": lineage.dvc_file,
+                "trustflow.onnx.parity": export.reason(),
+                **content,
+            }
+        )
+        info = Model.log(
+            artifact_path=None,
+            name="digits-cnn",
+            flavor=SklearnWithOnnx(export.onnx.path),
+            sk_model=model,
+            signature=infer_signature(example, model.predict(example)),
+            input_example=example,
+            pip_requirements=[*MODEL_REQUIREMENTS, "torch", "lightning"],
+            tags=content,
+            skops_trusted_types=skops_trusted_types(model),
+        )
+    if not export.passed:
+        return DigitsRegistration(run_id=run.info.run_id, version=None, new_version=False)
+    client = MlflowClient()
+    query = f"name='{name}' and tags.`{SHA_TAG}` = '{content[SHA_TAG]}'"
+    try:
+        existing = list(client.search_model_versions(query))
+    except MlflowException:
+        existing = []
+    if existing:
+        return DigitsRegistration(
+            run_id=run.info.run_id, version=str(existing[0].version), new_version=False
+        )
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(
+        name,
+        source=info.model_uri,
+        run_id=run.info.run_id,
+        model_id=info.model_uri.removeprefix("models:/"),
+        tags={
+            **content,
+            "trustflow.candidate": "digits-cnn",
+            CANDIDATE_KIND_TAG: "cnn",
+            "trustflow.run_id": run.info.run_id,
+            "trustflow.data.md5": lineage.data.md5,
+            GIT_REVISION_TAG: lineage.git_revision or "unknown",
+            PARITY_PASSED_TAG: "true",
+            "trustflow.onnx.parity": export.reason(),
+            FAIRNESS_PASSED_TAG: "true",  # no people in the data: nothing to audit
+            "trustflow.fairness": "not applicable: images of digits, no sensitive features",
+            **{f"trustflow.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
+        },
+    )
+    return DigitsRegistration(
+        run_id=run.info.run_id, version=str(version.version), new_version=True
+    )
+
+
+@task(name="promote", cache_policy=NO_CACHE, persist_result=False)
+def promote_digits(
+    version: str, new_version: bool, score: float, registry: RegistryConfig, test: DataRef
+) -> Promotion:
+    def champion_score() -> float | None:
+        try:
+            champion = mlflow.sklearn.load_model(f"models:/{registry.model_name}@{registry.alias}")
+            return _metrics(champion, test)[registry.metric]
+        except Exception:  # a champion this code cannot load or score
+            return None
+
+    return decide_promotion(version, new_version, score, registry, champion_score)
