@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from trustflow.config import DatasetSchema, TabularConfig, load_config
+from trustflow.config import DatasetSchema, DigitsConfig, TabularConfig, load_config
 from trustflow.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -10,6 +10,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_configs_file_matches_built_in_defaults() -> None:
     assert load_config(REPO / "configs" / "tabular.yaml") == TabularConfig()
+    assert load_config(REPO / "configs" / "digits.yaml", kind=DigitsConfig) == DigitsConfig()
+
+
+def test_digits_compare_on_a_multiclass_metric() -> None:
+    with pytest.raises(ConfigError, match="ten classes are compared on accuracy or log_loss"):
+        load_config(None, ["registry.metric=roc_auc"], DigitsConfig)
 
 
 def test_default_schema_is_the_bundled_adult_contract() -> None:

@@ -37,6 +37,7 @@ MLP_DEFAULTS: dict[str, Any] = {
     "numeric": 0,  # how many leading inputs are numbers (the shared preprocessor puts them first)
     "periodic": {"frequencies": 24, "width": 8, "sigma": 1.0},
     "learning_rate": 5e-4,
+    "fine_tune_learning_rate": 1.25e-4,  # after a warm start: stay near the trained weights
     "weight_decay": 1e-4,
     "batch_size": 512,
     "max_epochs": 40,
@@ -46,6 +47,7 @@ CNN_DEFAULTS: dict[str, Any] = {
     "channels": [16, 32],
     "dense": 64,
     "learning_rate": 2e-3,
+    "fine_tune_learning_rate": 5e-4,
     "weight_decay": 1e-4,
     "batch_size": 64,
     "max_epochs": 60,
@@ -339,6 +341,7 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
             if warm.spec == spec:
                 network.load_state_dict({k: torch.as_tensor(v) for k, v in warm.state.items()})
                 self.warm_start_ = {"source": warm.source, "reason": "same architecture"}
+                settings["learning_rate"] = settings["fine_tune_learning_rate"]
             else:
                 differs = sorted(k for k in spec if warm.spec.get(k) != spec[k])
                 self.warm_start_ = {
