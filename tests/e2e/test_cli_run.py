@@ -22,7 +22,7 @@ REQUIRED = {
     "mlflow": {"tracking_uri", "run_id"},
     "onnx": {"opset", "size_bytes", "max_abs_diff", "label_agreement", "passed",
              "latency_us_single_row"},
-    "gates": {"logreg", "hgb", "ebm", "hgb-fair"},
+    "gates": {"logreg", "hgb", "ebm", "hgb-fair", "mlp"},
     "fairness": {"sex", "race", "sex & race"},
     "model_card": None,
 }  # fmt: skip
