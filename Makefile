@@ -41,11 +41,12 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-benchmark: $(STAMP) ## measure overhead, fairness, privacy-utility, ONNX latency, serving
+benchmark: $(STAMP) ## measure overhead, fairness, privacy-utility, networks, ONNX latency, serving
 	$(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/prefect_overhead.py
 	$(BIN)/python benchmarks/fairness.py
 	$(BIN)/python benchmarks/privacy_utility.py
+	$(BIN)/python benchmarks/neural.py
 	$(BIN)/python benchmarks/onnx_latency.py
 	$(BIN)/python benchmarks/serving.py
 
@@ -65,4 +66,5 @@ mlflow-ui: $(STAMP) ## browse the workspace's runs and models on http://127.0.0.
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean: ## remove the workspace state made by `make run` (keeps .venv)
-	rm -rf mlflow.db mlartifacts .trustflow data/adult.parquet data/adult.parquet.dvc
+	rm -rf mlflow.db mlartifacts .trustflow tensorboard data/adult.parquet data/adult.parquet.dvc \
+	  data/digits.parquet data/digits.parquet.dvc
