@@ -23,14 +23,20 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import docker
-import pandas as pd
 import uvloop
-from serving import BIN, drive, free_port, start, wait_ready  # benchmarks/serving.py
+from serving import (  # benchmarks/serving.py
+    BIN,
+    drive,
+    free_port,
+    request_bodies,
+    start,
+    wait_ready,
+    workspace_with_champion,
+)
 
 
 def ready_after_start(client, image: str, port: int) -> tuple[object, float]:
@@ -63,11 +69,7 @@ def main() -> None:
 
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    workspace = args.workspace or Path(tempfile.mkdtemp(prefix="trustflow-bench-"))
-    if args.workspace is None:
-        print(f"training the default pipeline in {workspace} ...", flush=True)
-        subprocess.run([BIN / "trustflow", "run", "--json", "--workspace", str(workspace)],
-                       env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    workspace = workspace_with_champion(args.workspace, env)
     print("building the image (trustflow deploy --target docker) ...", flush=True)
     done = subprocess.run(
         [BIN / "trustflow", "deploy", "--json", "--target", "docker", "--workspace",
@@ -79,13 +81,7 @@ def main() -> None:
     summary = json.loads(done.stdout)
     image, bundle = summary["deployment"]["docker"], Path(summary["deployment"]["bundle"]["path"])
 
-    test = pd.read_parquet(workspace / "data" / "adult.parquet").drop(columns=["income"])
-    bodies = {
-        "1 row": json.dumps({"dataframe_split": test.head(1).to_dict(orient="split")}).encode(),
-        "256 rows": json.dumps(
-            {"dataframe_split": test.head(256).to_dict(orient="split")}
-        ).encode(),
-    }
+    bodies = request_bodies(workspace)
     client = docker.from_env()
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     ready: dict[str, list[float]] = {"direct": [], "container": []}

@@ -122,6 +122,32 @@ def start(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.Pope
     return subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
 
 
+def workspace_with_champion(given: Path | None, env: dict[str, str]) -> Path:
+    """``given``, or a new workspace where the default pipeline has registered a champion."""
+    if given is not None:
+        return given
+    workspace = Path(tempfile.mkdtemp(prefix="trustflow-bench-"))
+    print(f"training the default pipeline in {workspace} ...", flush=True)
+    subprocess.run(
+        [BIN / "trustflow", "run", "--json", "--workspace", str(workspace)],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return workspace
+
+
+def request_bodies(workspace: Path) -> dict[str, bytes]:
+    """The same scoring bodies for every server: 1 row and 256 rows of the workspace's data."""
+    rows = pd.read_parquet(workspace / "data" / "adult.parquet").drop(columns=["income"])
+    return {
+        f"{n} row{'s' if n > 1 else ''}": json.dumps(
+            {"dataframe_split": rows.head(n).to_dict(orient="split")}
+        ).encode()
+        for n in (1, 256)
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, help="a workspace with a champion")
@@ -137,24 +163,10 @@ def main() -> None:
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # mlflow execs `uvicorn`
     }
     env.pop("MLFLOW_TRACKING_URI", None)
-    workspace = args.workspace or Path(tempfile.mkdtemp(prefix="trustflow-bench-"))
-    if args.workspace is None:
-        print(f"training the default pipeline in {workspace} ...", flush=True)
-        subprocess.run(
-            [BIN / "trustflow", "run", "--json", "--workspace", str(workspace)],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+    workspace = workspace_with_champion(args.workspace, env)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workspace.resolve() / 'mlflow.db'}"
 
-    test = pd.read_parquet(workspace / "data" / "adult.parquet").drop(columns=["income"])
-    bodies = {
-        "1 row": json.dumps({"dataframe_split": test.head(1).to_dict(orient="split")}).encode(),
-        "256 rows": json.dumps(
-            {"dataframe_split": test.head(256).to_dict(orient="split")}
-        ).encode(),
-    }
+    bodies = request_bodies(workspace)
     ours_port, mlflow_port = free_port(), free_port()
     servers = {
         "trustflow": (

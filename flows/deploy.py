@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict
 from flows.progress import StageLog
 from tasks.deploy import (
     bundle,
-    docker_engine,
     docker_image,
+    docker_preflight,
     kubernetes_manifests,
     record_deployment,
     resolve_release,
@@ -84,7 +84,9 @@ def deploy_model(
     where = where.expanduser().resolve()
     deployment: dict[str, Any] = {"target": target}
     if target == "docker":
-        deployment["engine"] = stages.run("engine", docker_engine, detail=lambda v: v)
+        deployment["engine"] = stages.run(
+            "engine", docker_preflight, base_image, port, detail=lambda v: v
+        )
     if target in ("bundle", "docker"):
         deployment["bundle"] = stages.run(
             "bundle",

@@ -15,7 +15,7 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import State
 from pydantic import BaseModel, ConfigDict
 
-from flows.progress import StageLog
+from flows.progress import StageLog, describe_lineage, describe_splits
 from tasks import tracking
 from tasks.data import split_dataset, version_dataset
 from tasks.digits import (
@@ -68,7 +68,7 @@ def train_digits(
         ORIGIN,
         config.remote_url,
         ws,
-        detail=lambda lin: f"md5 {lin.data.md5[:12]} -> {lin.remote}",
+        detail=describe_lineage,
     )
     splits = stages.run(
         "split",
@@ -77,7 +77,7 @@ def train_digits(
         config.split,
         TARGET,
         ws,
-        detail=lambda s: f"train/valid/test {s.train.rows:,}/{s.valid.rows:,}/{s.test.rows:,}",
+        detail=describe_splits,
     )
     warm = None
     if config.trainer.warm_start:

@@ -26,6 +26,16 @@ def _no_detail(_: Any) -> str:
     return ""
 
 
+def describe_lineage(lineage: Any) -> str:
+    """The version stage's line (a tasks.data.Lineage)."""
+    return f"md5 {lineage.data.md5[:12]} -> {lineage.remote}"
+
+
+def describe_splits(splits: Any) -> str:
+    """The split stage's line (a trustflow.refs.SplitRefs)."""
+    return f"train/valid/test {splits.train.rows:,}/{splits.valid.rows:,}/{splits.test.rows:,}"
+
+
 class StageLog:
     """Runs stages, reports them, and records which ones came from Prefect's cache."""
 

@@ -16,7 +16,7 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
-from flows.progress import StageLog
+from flows.progress import StageLog, describe_lineage, describe_splits
 from tasks import tracking
 from tasks.data import ingest_dataset, split_dataset, validate_dataset, version_dataset
 from tasks.export import ExportedCandidate, export_onnx
@@ -190,7 +190,7 @@ def train_tabular(
         validated.origin,
         config.data.remote_url,
         ws,
-        detail=lambda lin: f"md5 {lin.data.md5[:12]} -> {lin.remote}",
+        detail=describe_lineage,
     )
     splits = stages.run(
         "split",
@@ -199,7 +199,7 @@ def train_tabular(
         config.split,
         schema.target.column,
         ws,
-        detail=lambda s: f"train/valid/test {s.train.rows:,}/{s.valid.rows:,}/{s.test.rows:,}",
+        detail=describe_splits,
     )
     release = None
     if config.privacy.mode == "off":

@@ -66,9 +66,8 @@ def bundle(release: Release, out: Path, vendor_wheels: bool) -> dict[str, Any]:
 
 
 @task(name="engine", cache_policy=NO_CACHE, persist_result=False)
-def docker_engine() -> str:
-    """Before the bundle is written: a daemon must answer."""
-    return docker.engine_version()
+def docker_preflight(base_image: str, port: int) -> str:
+    return docker.preflight(base_image, port)
 
 
 @task(name="docker", cache_policy=NO_CACHE, persist_result=False)

@@ -10,9 +10,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import onnx
-from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
-from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
@@ -34,9 +32,12 @@ from tasks.tracking import (
     configure,
     decide_promotion,
     experiment_id_for,
+    find_logged_model,
     log_training,
+    register_version,
     skops_trusted_types,
 )
+from tasks.train import tensorboard_loggers
 from trustflow.config import DigitsConfig, RegistryConfig, TrainerConfig
 from trustflow.data.digits import CLASSES, PIXELS, TARGET, digits_frame, features
 from trustflow.export.metadata import METADATA_CLASSES, METADATA_DATASET, METADATA_TARGET
@@ -91,18 +92,13 @@ def train_digits(
     ws: Workspace,
 ) -> TrainedNetwork:
     x, y = features(read_frame(train))
-    loggers = []
-    if trainer.tensorboard:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        version = f"{train.md5[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
-        logger = TensorBoardLogger(
-            ws.tensorboard_dir, name="digits-cnn", version=version, default_hp_metric=False
-        )
-        loggers.append(logger)
     started = time.perf_counter()
     network = NeuralClassifier("cnn", params, seed, trainer.accelerator).fit(
-        x, y, valid=features(read_frame(valid)), loggers=loggers, warm=warm
+        x,
+        y,
+        valid=features(read_frame(valid)),
+        loggers=tensorboard_loggers(trainer, ws, "digits-cnn", train),
+        warm=warm,
     )
     seconds = time.perf_counter() - started
     model = dump_addressed(Pipeline([("model", network)]), ws.artifacts_dir / "models", "digits")
@@ -175,7 +171,6 @@ def track_digits(
     configure(ws)
     model = load_artifact(trained.model)
     network: NeuralClassifier = model.steps[-1][1]
-    name = config.registry.model_name
     content = {SHA_TAG: trained.model.sha256, ONNX_SHA_TAG: export.onnx.sha256}
     experiment = experiment_id_for(config.tracking.experiment, ws)
     example = read_frame(test)[PIXELS].head(5)
@@ -203,41 +198,29 @@ def track_digits(
                 **content,
             }
         )
-        info = Model.log(
-            artifact_path=None,
-            name="digits-cnn",
-            flavor=SklearnWithOnnx(export.onnx.path),
-            sk_model=model,
-            signature=infer_signature(example, model.predict(example)),
-            input_example=example,
-            pip_requirements=[*MODEL_REQUIREMENTS, "torch", "lightning"],
-            tags=content,
-            skops_trusted_types=skops_trusted_types(model),
-        )
+        model_uri = find_logged_model(experiment, content)
+        if model_uri is None:
+            model_uri = Model.log(
+                artifact_path=None,
+                name="digits-cnn",
+                flavor=SklearnWithOnnx(export.onnx.path),
+                sk_model=model,
+                signature=infer_signature(example, model.predict(example)),
+                input_example=example,
+                pip_requirements=[*MODEL_REQUIREMENTS, "torch", "lightning"],
+                tags=content,
+                skops_trusted_types=skops_trusted_types(model),
+            ).model_uri
+        else:
+            mlflow.set_tag("trustflow.model_reused", model_uri)
     if not export.passed:
         return DigitsRegistration(run_id=run.info.run_id, version=None, new_version=False)
-    client = MlflowClient()
-    query = f"name='{name}' and tags.`{SHA_TAG}` = '{content[SHA_TAG]}'"
-    try:
-        existing = list(client.search_model_versions(query))
-    except MlflowException:
-        existing = []
-    if existing:
-        return DigitsRegistration(
-            run_id=run.info.run_id, version=str(existing[0].version), new_version=False
-        )
-    try:
-        client.create_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    version = client.create_model_version(
-        name,
-        source=info.model_uri,
-        run_id=run.info.run_id,
-        model_id=info.model_uri.removeprefix("models:/"),
-        tags={
-            **content,
+    version, new = register_version(
+        config.registry.model_name,
+        content,
+        model_uri,
+        run.info.run_id,
+        {
             "trustflow.candidate": "digits-cnn",
             CANDIDATE_KIND_TAG: "cnn",
             "trustflow.run_id": run.info.run_id,
@@ -250,9 +233,7 @@ def track_digits(
             **{f"trustflow.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
         },
     )
-    return DigitsRegistration(
-        run_id=run.info.run_id, version=str(version.version), new_version=True
-    )
+    return DigitsRegistration(run_id=run.info.run_id, version=version, new_version=new)
 
 
 @task(name="promote", cache_policy=NO_CACHE, persist_result=False)

@@ -252,7 +252,7 @@ def _content_filter(tags: dict[str, str]) -> str:
     return " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
 
 
-def _find_logged_model(experiment_id: str, tags: dict[str, str]) -> str | None:
+def find_logged_model(experiment_id: str, tags: dict[str, str]) -> str | None:
     found = mlflow.search_logged_models(
         experiment_ids=[experiment_id],
         filter_string=_content_filter(tags),
@@ -383,7 +383,7 @@ def track_pipeline(
                     )
                 content = content_tags(candidate.model.sha256, export)
                 mlflow.set_tags({**content, "trustflow.data.md5": data.md5})
-                uri = _find_logged_model(run.experiment_id, content)
+                uri = find_logged_model(run.experiment_id, content)
                 if uri is None:
                     model = load_artifact(candidate.model)
                     info = Model.log(
@@ -408,11 +408,9 @@ def track_pipeline(
 def log_training(network: NeuralClassifier, run_id: str) -> None:
     """A network's epochs as MLflow metric histories (step = epoch), where it started from,
     and where its TensorBoard events are."""
-    import time as clock
-
     from mlflow.entities import Metric
 
-    now = int(clock.time() * 1000)
+    now = int(time.time() * 1000)
     keys = ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
     MlflowClient().log_batch(
         run_id,
@@ -555,9 +553,35 @@ def register_best(
 ) -> tuple[str, bool]:
     """Register the best candidate as a version of ``registry.model_name``; a version with the
     same content (native and ONNX hashes) is reused instead of duplicated."""
-    client = MlflowClient()
     name = registry.model_name
     content = content_tags(best.candidate.model.sha256, export)
+    metrics = best.evaluation.metrics.model_dump()
+    return register_version(
+        name,
+        content,
+        run.model_uris[best.candidate.name],
+        run.candidate_runs[best.candidate.name],
+        {
+            "trustflow.candidate": best.candidate.name,
+            CANDIDATE_KIND_TAG: best.candidate.config.kind,
+            "trustflow.run_id": run.run_id,
+            "trustflow.data.md5": lineage.data.md5,
+            GIT_REVISION_TAG: lineage.git_revision or "unknown",
+            PARITY_PASSED_TAG: str(export.passed).lower(),
+            "trustflow.onnx.parity": export.reason(),
+            FAIRNESS_PASSED_TAG: str(audited.audit.passed).lower(),
+            "trustflow.fairness": audited.audit.reason()[:5000],
+            **{f"trustflow.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
+        },
+    )
+
+
+def register_version(
+    name: str, content: dict[str, str], model_uri: str, run_id: str, tags: dict[str, str]
+) -> tuple[str, bool]:
+    """A new version of ``name`` for the logged model ``model_uri``, or the existing version with
+    the same content tags (native and ONNX hashes); (version, whether it is new)."""
+    client = MlflowClient()
     existing: list[Any]
     try:
         query = f"name='{name}' and {_content_filter(content)}"
@@ -571,26 +595,12 @@ def register_best(
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    model_uri = run.model_uris[best.candidate.name]
-    metrics = best.evaluation.metrics.model_dump()
     version = client.create_model_version(
         name,
         source=model_uri,
-        run_id=run.candidate_runs[best.candidate.name],
+        run_id=run_id,
         model_id=model_uri.removeprefix("models:/"),
-        tags={
-            **content,
-            "trustflow.candidate": best.candidate.name,
-            CANDIDATE_KIND_TAG: best.candidate.config.kind,
-            "trustflow.run_id": run.run_id,
-            "trustflow.data.md5": lineage.data.md5,
-            GIT_REVISION_TAG: lineage.git_revision or "unknown",
-            PARITY_PASSED_TAG: str(export.passed).lower(),
-            "trustflow.onnx.parity": export.reason(),
-            FAIRNESS_PASSED_TAG: str(audited.audit.passed).lower(),
-            "trustflow.fairness": audited.audit.reason()[:5000],
-            **{f"trustflow.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
-        },
+        tags={**content, **tags},
     )
     return str(version.version), True
 

@@ -66,16 +66,7 @@ def train(
     if cfg.kind != "mlp":
         return _fitted(lambda: train_candidate(fitted, features, target, cfg, seed), cfg, ws)
     trainer = trainer or TrainerConfig()
-    loggers = []
-    if trainer.tensorboard:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        version = f"{train.md5[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
-        loggers.append(
-            TensorBoardLogger(
-                ws.tensorboard_dir, name=cfg.name, version=version, default_hp_metric=False
-            )
-        )
+    loggers = tensorboard_loggers(trainer, ws, cfg.name, train)
     valid_set = features_and_target(read_frame(valid), schema)
     return _fitted(
         lambda: train_network(
@@ -84,6 +75,21 @@ def train(
         cfg,
         ws,
     )
+
+
+def tensorboard_loggers(
+    trainer: TrainerConfig, ws: Workspace, name: str, data: DataRef
+) -> list[Any]:
+    """The Lightning loggers a network trains with: TensorBoard event files under
+    ``<workspace>/tensorboard/<name>/<data md5>-<time>`` (none when switched off)."""
+    if not trainer.tensorboard:
+        return []
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    version = f"{data.md5[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return [
+        TensorBoardLogger(ws.tensorboard_dir, name=name, version=version, default_hp_metric=False)
+    ]
 
 
 def _fitted(fit: Callable[[], Any], cfg: CandidateConfig, ws: Workspace) -> TrainedCandidate:

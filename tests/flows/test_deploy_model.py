@@ -39,36 +39,15 @@ def ws(tmp_path_factory, adult_sample: pd.DataFrame) -> Workspace:
     """v1: the champion. v2: registered with a failed parity gate (never deployable)."""
     root = tmp_path_factory.mktemp("deploy-ws")
     source = write_csv(adult_sample, root / "adult.csv")
-    code = main(
-        [
-            "run",
-            "--json",
-            "--workspace",
-            str(root),
-            "--set",
-            f"data.source=csv:{source}",
-            "--set",
-            FAST_CANDIDATES,
-        ]
-    )
-    assert code == 0
-    code = main(
-        [
-            "run",
-            "--json",
-            "--workspace",
-            str(root),
-            "--set",
-            f"data.source=csv:{source}",
-            "--set",
-            FAST_CANDIDATES,
-            "--set",
-            "train.seed=7",
-            "--set",
-            "onnx.max_abs_diff=1e-30",
-        ]
-    )
-    assert code == 1
+
+    def run(*overrides: str) -> int:
+        sets = [f"data.source=csv:{source}", FAST_CANDIDATES, *overrides]
+        return main(
+            ["run", "--json", "--workspace", str(root), *(a for o in sets for a in ("--set", o))]
+        )
+
+    assert run() == 0
+    assert run("train.seed=7", "onnx.max_abs_diff=1e-30") == 1  # a new model that fails parity
     assert champion(root) == "1"
     return Workspace(root=root)
 
@@ -436,6 +415,7 @@ def test_a_busy_port_and_a_failed_build_are_one_line_with_nothing_left(
     assert summary["error"] == (
         f"cannot listen on 127.0.0.1:{port}: Address already in use; choose another --port"
     )
+    assert not (tmp_path / "a").exists()  # checked before the bundle is written
     # A base image that cannot be had (no registry is reachable here).
     code, summary, err = deploy(
         capsys,
@@ -450,7 +430,7 @@ def test_a_busy_port_and_a_failed_build_are_one_line_with_nothing_left(
     assert code == 1 and summary["error"].startswith(
         "base image trustflow-missing-base:0 is not on this engine and cannot be pulled"
     ), summary
-    assert not (tmp_path / "b").exists() or (tmp_path / "b" / "release.json").exists()
+    assert not (tmp_path / "b").exists()  # checked before the bundle is written
     # A build step that fails: a base image whose user cannot write /opt (the model image
     # itself runs as 10001), so `python3 -m venv /opt/venv` is refused.
     code, summary, err = deploy(

@@ -44,7 +44,7 @@ SERVER_PACKAGES = (
     "orjson",
     "prometheus-client",
 )
-RELEASE_FILE = "release.json"
+RELEASE_FILE = "model/release.json"  # what the image serves; also marks a bundle directory
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
@@ -195,7 +195,6 @@ def build_bundle(
     with staged_directory(out, RELEASE_FILE) as context:
         (context / "model").mkdir()
         (context / "model" / "model.onnx").write_bytes(release.graph)
-        (context / "model" / RELEASE_FILE).write_text(json.dumps(release.describe(), indent=2))
         (context / RELEASE_FILE).write_text(json.dumps(release.describe(), indent=2))
         package = Path(trustflow.__file__).parent
         shutil.copytree(
@@ -210,6 +209,6 @@ def build_bundle(
         count = fetch_wheels(context / "requirements.txt", wheels) if vendor else 0
         dockerfile = (infra / "docker" / "Dockerfile").read_text()
         (context / "Dockerfile").write_text(render_dockerfile(dockerfile, build_args(release)))
-        (context / ".dockerignore").write_text("release.json\n**/__pycache__\n")
+        (context / ".dockerignore").write_text("**/__pycache__\n")
         files = sum(1 for p in context.rglob("*") if p.is_file())
     return Bundle(path=out, files=files, wheels=count, requirements=requirements)

@@ -19,9 +19,8 @@ import numpy as np
 
 from trustflow.deploy.bundle import Release
 from trustflow.errors import DeployError
-from trustflow.serving.app import ModelRelease
 from trustflow.serving.run import check_port
-from trustflow.serving.scorer import ModelLoadError, Scorer
+from trustflow.serving.scorer import ModelLoadError, ModelRelease, Scorer
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim-bookworm"
 MAX_PROBABILITY_DIFF = 1e-6
@@ -66,8 +65,13 @@ def engine() -> Any:
     return client
 
 
-def engine_version() -> str:
-    version = engine().version()
+def preflight(base_image: str, port: int) -> str:
+    """Before any file is written: a daemon answers, the verification port is free, and the
+    base image is on the engine (pulled if need be). Describes the engine."""
+    client = engine()
+    _check_port(port)
+    base_image_size(client, base_image)
+    version = client.version()
     return f"Docker Engine {version.get('Version', '?')} (API {version.get('ApiVersion', '?')})"
 
 
@@ -220,7 +224,6 @@ def build_run_verify(
     registry: str | None = None,
 ) -> ImageReport:
     client = engine()
-    _check_port(port)  # before a minute of building, not after
     base_size = base_image_size(client, base_image)
     image, build_seconds = build_image(client, context, release, base_image)
     tags = [release.version] + ([release.alias] if release.alias else [])

@@ -8,7 +8,6 @@ is installed.
 
 from __future__ import annotations
 
-import copy
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -111,7 +110,7 @@ def render(directory: Path) -> list[dict[str, Any]]:
         if path.is_dir():
             resources += render(path)
         else:
-            resources += [copy.deepcopy(doc) for doc in yaml.safe_load_all(path.read_text())]
+            resources += list(yaml.safe_load_all(path.read_text()))
     _transform(resources, kustomization)
     return resources
 

@@ -72,7 +72,7 @@ def tensors(graph: bytes) -> tuple[list[Tensor], list[Tensor]]:
     return inputs, [_tensor(v, "output") for v in model.graph.output]
 
 
-def _block(kind: str, tensor: Tensor) -> str:
+def _block(tensor: Tensor) -> str:
     lines = [
         f"    name: {json.dumps(tensor.name)}",
         f"    data_type: {tensor.data_type}",
@@ -90,8 +90,8 @@ def config_text(release: Release, inputs: list[Tensor], outputs: list[Tensor],
         f"name: {json.dumps(release.image_name)}",
         'backend: "onnxruntime"',
         f"max_batch_size: {max_batch_size}",
-        "input [\n" + ",\n".join(_block("input", t) for t in inputs) + "\n]",
-        "output [\n" + ",\n".join(_block("output", t) for t in outputs) + "\n]",
+        "input [\n" + ",\n".join(_block(t) for t in inputs) + "\n]",
+        "output [\n" + ",\n".join(_block(t) for t in outputs) + "\n]",
         f"instance_group [ {{ count: {instances}, kind: {kind} }} ]",
         "dynamic_batching { }",
         "version_policy: { latest: { num_versions: 1 } }",

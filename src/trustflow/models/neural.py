@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Literal
 
 import numpy as np
@@ -96,7 +97,7 @@ def build_network(spec: dict[str, Any]) -> Any:
         numeric = int(spec.get("numeric", 0))
         width = spec["inputs"]
         if numeric and spec.get("periodic"):
-            layers.append(PeriodicNumbers(numeric, **spec["periodic"]))
+            layers.append(_periodic_class()(numeric, **spec["periodic"]))
             width = spec["inputs"] - numeric + numeric * spec["periodic"]["width"]
         for hidden in spec["hidden"]:
             layers += [nn.Linear(width, hidden), nn.ReLU()]
@@ -119,7 +120,9 @@ def build_network(spec: dict[str, Any]) -> Any:
     )
 
 
-def _periodic_module() -> Any:
+@cache
+def _periodic_class() -> Any:
+    """Defined on first use: the core imports torch only when a network is built."""
     import torch
     from torch import nn
 
@@ -136,6 +139,11 @@ def _periodic_module() -> Any:
             self.weight = nn.Parameter(torch.empty(numeric, 2 * frequencies, width))
             self.bias = nn.Parameter(torch.zeros(numeric, width))
 
+        def initialise(self, generator: torch.Generator) -> None:
+            with torch.no_grad():
+                self.frequencies.normal_(0, self.sigma, generator=generator)
+                self.weight.uniform_(-0.1, 0.1, generator=generator)
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             numbers, rest = x[:, : self.numeric], x[:, self.numeric :]
             angles = 2 * torch.pi * numbers.unsqueeze(-1) * self.frequencies
@@ -146,23 +154,18 @@ def _periodic_module() -> Any:
     return Periodic
 
 
-def PeriodicNumbers(numeric: int, frequencies: int, width: int, sigma: float) -> Any:
-    return _periodic_module()(numeric, frequencies, width, sigma)
-
-
 def _initialise(network: Any, generator: Any) -> None:
-    """Kaiming-uniform weights (PyTorch's default scheme) from our own generator."""
+    """Kaiming-uniform weights (PyTorch's default scheme) from our own generator; a layer with
+    its own scheme (``initialise``) uses that."""
     import math
 
     import torch
 
     for module in network.modules():
-        weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
-        if hasattr(module, "frequencies"):  # periodic embeddings
-            with torch.no_grad():
-                module.frequencies.normal_(0, module.sigma, generator=generator)
-                module.weight.uniform_(-0.1, 0.1, generator=generator)
+        if hasattr(module, "initialise"):
+            module.initialise(generator)
             continue
+        weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
         if weight is None:
             continue
         torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
@@ -182,11 +185,13 @@ def _shift_images(batch: Any, spec: dict[str, Any], shift: int, generator: Any) 
     height, width = spec["image"]
     images = batch.view(-1, 1, height, width)
     padded = F.pad(images, (shift, shift, shift, shift))
+    # Drawn on the CPU from our generator, then moved to the batch's device.
     offsets = torch.randint(0, 2 * shift + 1, (images.shape[0], 2), generator=generator)
     rows = torch.arange(height).view(1, height, 1) + offsets[:, 0].view(-1, 1, 1)
     cols = torch.arange(width).view(1, 1, width) + offsets[:, 1].view(-1, 1, 1)
     index = torch.arange(images.shape[0]).view(-1, 1, 1)
-    shifted = padded[index, 0, rows, cols]
+    device = batch.device
+    shifted = padded[index.to(device), 0, rows.to(device), cols.to(device)]
     return shifted.reshape(batch.shape)
 
 
@@ -302,7 +307,7 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
         self,
         x: np.ndarray,
         y: np.ndarray,
-        valid: tuple[np.ndarray, np.ndarray] | None = None,
+        valid: tuple[np.ndarray, np.ndarray],
         loggers: Sequence[Any] = (),
         warm: WarmStart | None = None,
     ) -> NeuralClassifier:
@@ -313,17 +318,13 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
         settings = self._settings()
         x = np.asarray(x, dtype=np.float32)
         y = np.asarray(y, dtype=np.int64)
-        if valid is None:
-            raise ConfigError(f"{self.kind}: early stopping needs a validation split")
         classes = int(max(y.max(), np.asarray(valid[1]).max())) + 1
         spec: dict[str, Any] = {"kind": self.kind, "inputs": int(x.shape[1]), "classes": classes}
         if self.kind == "mlp":
             spec["hidden"] = [int(h) for h in settings["hidden"]]
             if settings["numeric"]:
                 spec["numeric"] = int(settings["numeric"])
-                spec["periodic"] = {
-                    k: settings["periodic"][k] for k in ("frequencies", "width", "sigma")
-                }
+                spec["periodic"] = dict(settings["periodic"])
         else:
             spec.update(
                 channels=[int(c) for c in settings["channels"]],
@@ -356,7 +357,9 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
             accelerator=device,
             devices=1,
             max_epochs=int(settings["max_epochs"]),
-            deterministic=True,
+            # On a GPU some kernels (max-pool backward) have no deterministic form: warn there
+            # instead of refusing to train.
+            deterministic=True if device == "cpu" else "warn",
             logger=list(loggers) or False,
             callbacks=callbacks,
             enable_checkpointing=False,
@@ -368,7 +371,6 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
         batch = int(settings["batch_size"])
         valid_x = np.asarray(valid[0], dtype=np.float32)
         valid_y = np.asarray(valid[1], dtype=np.int64)
-        started = time.perf_counter()
         trainer.fit(
             module,
             _loader(x, y, batch, shuffle=True, gen=generator),
@@ -383,7 +385,6 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
         self.best_epoch_ = best_epoch
         self.best_val_loss_ = float(best_loss)
         self.device_ = device
-        self.fit_seconds_ = time.perf_counter() - started
         return self
 
     def network(self) -> Any:
