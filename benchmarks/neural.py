@@ -58,25 +58,25 @@ def tabular(seed: int, accelerator: str) -> dict[str, float]:
         xt, yt, valid=(xv, yv), warm=source.warm_start("older data version")
     )
 
-    def reach(history: list[dict[str, float]], target: float) -> tuple[float, float]:
+    def reach(network: NeuralClassifier, target: float) -> tuple[float, float]:
         """(epochs, seconds) until the validation loss is at or below ``target``; NaN: never."""
-        for epoch in history:
+        for epoch, timing in zip(network.history_, network.timings_, strict=True):
             if epoch["val_loss"] <= target + 1e-9:
-                return epoch["epoch"], epoch["elapsed_seconds"]
+                return epoch["epoch"], timing["elapsed_seconds"]
         return float("nan"), float("nan")
 
     target = cold.best_val_loss_
-    cold_epochs, cold_seconds = reach(cold.history_, target)
-    warm_epochs, warm_seconds = reach(warm.history_, target)
+    cold_epochs, cold_seconds = reach(cold, target)
+    warm_epochs, warm_seconds = reach(warm, target)
     # Within 0.5 % of the cold best, for when the warm run stops just short of it.
     near = target * 1.005
-    cold_near, cold_near_s = reach(cold.history_, near)
-    warm_near, warm_near_s = reach(warm.history_, near)
+    cold_near, cold_near_s = reach(cold, near)
+    warm_near, warm_near_s = reach(warm, near)
     return {
         "hgb_auc": roc_auc_score(ys, hgb.predict_proba(xs)[:, 1]),
         "mlp_auc": roc_auc_score(ys, cold.predict_proba(xs)[:, 1]),
         "warm_auc": roc_auc_score(ys, warm.predict_proba(xs)[:, 1]),
-        "epoch_seconds": statistics.median(e["epoch_seconds"] for e in cold.history_),
+        "epoch_seconds": statistics.median(t["epoch_seconds"] for t in cold.timings_),
         "cold_epochs_run": len(cold.history_),
         "cold_epochs": cold_epochs,
         "cold_seconds": cold_seconds,

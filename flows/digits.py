@@ -128,7 +128,7 @@ def train_digits(
         trained,
         metrics,
         export,
-        splits.test,
+        splits,
         ws,
         detail=lambda r: (
             f"run {r.run_id}"
@@ -142,6 +142,7 @@ def train_digits(
         promote_digits,
         registration.version,
         registration.new_version,
+        trained,
         metrics[config.registry.metric],
         config.registry,
         splits.test,

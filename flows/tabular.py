@@ -47,6 +47,9 @@ class ModelSummary(BaseModel):
     promoted: bool
     new_version: bool
     reason: str
+    # What the champion and this model were compared on (see tasks.tracking.Comparison).
+    comparison_rows: int | None = None
+    comparison_md5: str | None = None
 
 
 class OnnxSummary(BaseModel):
@@ -328,6 +331,7 @@ def train_tabular(
             run_name=f"{schema.name}-{lineage.data.md5[:8]}",
             tags={"trustflow.pipeline": "train-tabular", "trustflow.data.md5": lineage.data.md5},
         )
+        tracking.log_seen_rows(run.run_id, splits.train, splits.valid)
         run = stages.run(
             "track",
             tracking.track_pipeline,
@@ -458,6 +462,8 @@ def train_tabular(
             promoted=promotion.promoted,
             new_version=promotion.new_version,
             reason=promotion.reason,
+            comparison_rows=promotion.comparison_rows,
+            comparison_md5=promotion.comparison_md5,
         ),
         metrics=best.evaluation.metrics.model_dump(),
         candidates={e.candidate.name: e.evaluation.metrics.model_dump() for e in evaluated},

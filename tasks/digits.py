@@ -10,7 +10,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import onnx
-from mlflow.models import Model, infer_signature
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
@@ -25,17 +25,20 @@ from tasks.tracking import (
     GIT_REVISION_TAG,
     MODEL_REQUIREMENTS,
     ONNX_SHA_TAG,
+    OWNER_TAG,
     PARITY_PASSED_TAG,
     SHA_TAG,
     Promotion,
-    SklearnWithOnnx,
+    compare_with_champion,
     configure,
     decide_promotion,
     experiment_id_for,
-    find_logged_model,
+    log_model_once,
+    log_seen_rows,
     log_training,
+    reap_abandoned,
     register_version,
-    skops_trusted_types,
+    run_owner,
 )
 from tasks.train import tensorboard_loggers
 from trustflow.config import DigitsConfig, RegistryConfig, TrainerConfig
@@ -44,7 +47,7 @@ from trustflow.export.metadata import METADATA_CLASSES, METADATA_DATASET, METADA
 from trustflow.export.neural import allclose_parity, concat_front, join, network_graph
 from trustflow.io import dump_addressed, load_artifact, read_frame, write_addressed, write_frame
 from trustflow.models.neural import NeuralClassifier, WarmStart
-from trustflow.refs import ArtifactRef, DataRef
+from trustflow.refs import ArtifactRef, DataRef, SplitRefs
 from trustflow.workspace import Workspace
 
 
@@ -53,6 +56,7 @@ class TrainedNetwork(BaseModel):
 
     model: ArtifactRef  # a Pipeline whose one step is the NeuralClassifier
     fit_seconds: float
+    epoch_seconds: tuple[float, ...] = ()  # kept out of the model file (see NeuralClassifier)
 
 
 class NetworkExport(BaseModel):
@@ -102,11 +106,12 @@ def train_digits(
     )
     seconds = time.perf_counter() - started
     model = dump_addressed(Pipeline([("model", network)]), ws.artifacts_dir / "models", "digits")
-    return TrainedNetwork(model=model, fit_seconds=round(seconds, 3))
+    return TrainedNetwork(
+        model=model, fit_seconds=round(seconds, 3), epoch_seconds=tuple(network.epoch_seconds())
+    )
 
 
-def _metrics(model: Pipeline, test: DataRef) -> dict[str, float]:
-    frame = read_frame(test)
+def _metrics(model: Pipeline, frame: pd.DataFrame) -> dict[str, float]:
     probabilities = model.predict_proba(frame[PIXELS])
     labels = probabilities.argmax(axis=1)
     target = frame[TARGET].to_numpy()
@@ -119,7 +124,7 @@ def _metrics(model: Pipeline, test: DataRef) -> dict[str, float]:
 
 @task(name="evaluate", cache_policy=CONTENT_CACHE, persist_result=True)
 def evaluate_digits(trained: TrainedNetwork, test: DataRef) -> dict[str, float]:
-    return _metrics(load_artifact(trained.model), test)
+    return _metrics(load_artifact(trained.model), read_frame(test))
 
 
 @task(name="export", cache_policy=CONTENT_CACHE, persist_result=True)
@@ -163,7 +168,7 @@ def track_digits(
     trained: TrainedNetwork,
     metrics: dict[str, float],
     export: NetworkExport,
-    test: DataRef,
+    splits: SplitRefs,
     ws: Workspace,
 ) -> DigitsRegistration:
     """The run (config, lineage, per-epoch metrics, test metrics, parity, the model with its
@@ -173,10 +178,14 @@ def track_digits(
     network: NeuralClassifier = model.steps[-1][1]
     content = {SHA_TAG: trained.model.sha256, ONNX_SHA_TAG: export.onnx.sha256}
     experiment = experiment_id_for(config.tracking.experiment, ws)
-    example = read_frame(test)[PIXELS].head(5)
+    example = read_frame(splits.test)[PIXELS].head(5)
     with mlflow.start_run(
-        experiment_id=experiment, run_name=f"digits-cnn-{lineage.data.md5[:8]}"
+        experiment_id=experiment,
+        run_name=f"digits-cnn-{lineage.data.md5[:8]}",
+        tags={OWNER_TAG: run_owner()},
     ) as run:
+        reap_abandoned(experiment, run.info.run_id)
+        log_seen_rows(run.info.run_id, splits.train, splits.valid)
         mlflow.log_params(
             {"kind": "cnn", "seed": config.train.seed, "accelerator": config.trainer.accelerator,
              **{f"params.{k}": str(v) for k, v in config.train.params.items()}}
@@ -188,7 +197,7 @@ def track_digits(
             {**{f"test.{k}": v for k, v in metrics.items()}, "fit_seconds": trained.fit_seconds,
              "onnx.max_abs_diff": export.parity["max_abs_diff"]}
         )  # fmt: skip
-        log_training(network, run.info.run_id)
+        log_training(network, trained.epoch_seconds, run.info.run_id)
         mlflow.set_tags(
             {
                 "trustflow.pipeline": "train-digits",
@@ -198,21 +207,15 @@ def track_digits(
                 **content,
             }
         )
-        model_uri = find_logged_model(experiment, content)
-        if model_uri is None:
-            model_uri = Model.log(
-                artifact_path=None,
-                name="digits-cnn",
-                flavor=SklearnWithOnnx(export.onnx.path),
-                sk_model=model,
-                signature=infer_signature(example, model.predict(example)),
-                input_example=example,
-                pip_requirements=[*MODEL_REQUIREMENTS, "torch", "lightning"],
-                tags=content,
-                skops_trusted_types=skops_trusted_types(model),
-            ).model_uri
-        else:
-            mlflow.set_tag("trustflow.model_reused", model_uri)
+        model_uri = log_model_once(
+            experiment,
+            content,
+            "digits-cnn",
+            model,
+            export.onnx.path,
+            example,
+            [*MODEL_REQUIREMENTS, "torch", "lightning"],
+        )
     if not export.passed:
         return DigitsRegistration(run_id=run.info.run_id, version=None, new_version=False)
     version, new = register_version(
@@ -238,13 +241,27 @@ def track_digits(
 
 @task(name="promote", cache_policy=NO_CACHE, persist_result=False)
 def promote_digits(
-    version: str, new_version: bool, score: float, registry: RegistryConfig, test: DataRef
+    version: str,
+    new_version: bool,
+    trained: TrainedNetwork,
+    held_out: float,
+    registry: RegistryConfig,
+    test: DataRef,
 ) -> Promotion:
-    def champion_score() -> float | None:
-        try:
-            champion = mlflow.sklearn.load_model(f"models:/{registry.model_name}@{registry.alias}")
-            return _metrics(champion, test)[registry.metric]
-        except Exception:  # a champion this code cannot load or score
-            return None
-
-    return decide_promotion(version, new_version, score, registry, champion_score)
+    """Move the alias to ``version`` only if it beats the champion on the configured metric,
+    both scored on test images the champion never trained on."""
+    return decide_promotion(
+        version,
+        new_version,
+        held_out,
+        registry,
+        lambda champion: compare_with_champion(
+            champion,
+            registry,
+            read_frame(test),
+            TARGET,
+            load_artifact(trained.model),
+            held_out,
+            lambda model, frame: _metrics(model, frame)[registry.metric],
+        ),
+    )

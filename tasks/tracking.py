@@ -7,14 +7,16 @@ logging a duplicate, and registers no new version.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,14 @@ import numpy as np
 import onnx
 import onnxruntime
 import pandas as pd
+import psutil
 import sklearn
-from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema, TensorSpec
+from mlflow.utils.file_utils import local_file_uri_to_path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
@@ -47,9 +51,10 @@ from trustflow.config import (
     TrackingConfig,
     lower_is_better,
 )
-from trustflow.errors import TrackingUnavailable
+from trustflow.data.fingerprint import rows_digest, seen_rows, unseen
+from trustflow.errors import IncompleteModel, TrackingUnavailable
 from trustflow.evaluate import evaluate_model
-from trustflow.io import load_artifact, read_frame
+from trustflow.io import load_artifact, read_frame, tree_digest
 from trustflow.models.neural import NeuralClassifier, WarmStart
 from trustflow.models.preprocess import features_and_target
 from trustflow.privacy.mechanisms import PrivateRelease
@@ -64,6 +69,12 @@ FAIRNESS_PASSED_TAG = "trustflow.fairness.passed"
 GIT_REVISION_TAG = "trustflow.git_revision"  # of the workspace when the version was trained
 CANDIDATE_KIND_TAG = "trustflow.candidate.kind"
 MODEL_CARD_TAG = "trustflow.model_card"
+FILES_SHA_TAG = "trustflow.files_sha256"  # on a logged model: its files, hashed once uploaded
+# Written into a model's folder by the registry when a version is created, after the model is
+# complete: not part of what a model's file hash covers.
+REGISTRY_FILES = ("registered_model_meta",)
+OWNER_TAG = "trustflow.owner"  # on a run: the process that opened it (see run_owner)
+REAPED_BY_TAG = "trustflow.reaped_by"  # on what a crash left behind: the run that closed it
 # Declared rather than inferred: inference imports the model in a subprocess (seconds per model).
 MODEL_REQUIREMENTS = [
     f"scikit-learn=={sklearn.__version__}",
@@ -90,6 +101,7 @@ class TrackedRun(BaseModel):
     experiment_id: str
     candidate_runs: dict[str, str]
     model_uris: dict[str, str]
+    reaped: tuple[str, ...] = ()  # runs a crashed process left RUNNING, marked KILLED by this one
 
 
 class Promotion(BaseModel):
@@ -103,6 +115,11 @@ class Promotion(BaseModel):
     previous_champion: str | None
     challenger_score: float
     champion_score: float | None
+    # What the two were compared on: test rows the champion never trained on (how many, and the
+    # md5 of their fingerprints), or their recorded held-out scores; None without a comparison.
+    comparison_rows: int | None = None
+    comparison_md5: str | None = None
+    comparison: str | None = None
     reason: str
 
 
@@ -211,12 +228,17 @@ def open_tracking(cfg: TrackingConfig, ws: Workspace) -> TrackingTarget:
 
 
 def start_pipeline_run(target: TrackingTarget, run_name: str, tags: dict[str, str]) -> TrackedRun:
-    run = MlflowClient().create_run(target.experiment_id, run_name=run_name, tags=tags)
+    """Open the pipeline's run, then close what crashed runs left open in its experiment."""
+    client = MlflowClient()
+    run = client.create_run(
+        target.experiment_id, run_name=run_name, tags={**tags, OWNER_TAG: run_owner()}
+    )
     return TrackedRun(
         run_id=run.info.run_id,
         experiment_id=target.experiment_id,
         candidate_runs={},
         model_uris={},
+        reaped=tuple(reap_abandoned(target.experiment_id, run.info.run_id)),
     )
 
 
@@ -252,14 +274,134 @@ def _content_filter(tags: dict[str, str]) -> str:
     return " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
 
 
+def run_owner() -> str:
+    """``host:pid:start time`` of this process, tagged on every run it opens, so a later run can
+    tell a run whose process died (kill -9, power loss) from one that is still going."""
+    me = psutil.Process()
+    return f"{socket.gethostname()}:{me.pid}:{me.create_time():.3f}"
+
+
+def _owner_alive(owner: str) -> bool | None:
+    """Whether the process named by an OWNER_TAG still runs; None when it ran on another host."""
+    host, pid, started = owner.rsplit(":", 2)
+    if host != socket.gethostname():
+        return None
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.3f}" == started
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+def reap_abandoned(experiment_id: str, by_run: str) -> list[str]:
+    """What a crashed run left behind: its runs still RUNNING become KILLED, with a note, and its
+    logged models still PENDING become FAILED, so nothing half-written is reused. Runs of live
+    processes and of other hosts are left alone. Returns the runs marked KILLED."""
+    client = MlflowClient()
+    reaped: list[str] = []
+    for run in client.search_runs(
+        [experiment_id], "attributes.status = 'RUNNING'", max_results=1000
+    ):
+        owner = run.data.tags.get(OWNER_TAG)
+        if owner is None or _owner_alive(owner) is not False:
+            continue
+        note = (
+            f"Left RUNNING by a process that ended without closing it ({owner}); "
+            f"marked KILLED by run {by_run}."
+        )
+        client.set_tag(run.info.run_id, "mlflow.note.content", note)
+        client.set_tag(run.info.run_id, REAPED_BY_TAG, by_run)
+        client.set_terminated(run.info.run_id, "KILLED")
+        reaped.append(run.info.run_id)
+    pending = [
+        model
+        for model in mlflow.search_logged_models(
+            experiment_ids=[experiment_id], output_format="list"
+        )
+        if model.status == LoggedModelStatus.PENDING
+    ]
+    for model in pending:
+        source = model.source_run_id
+        if source is None or client.get_run(source).info.status != "RUNNING":
+            client.set_logged_model_tags(model.model_id, {REAPED_BY_TAG: by_run})
+            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+    return reaped
+
+
+@contextlib.contextmanager
+def _local_files(artifact_location: str) -> Iterator[Path]:
+    """The files of a logged model as a local directory: in place for a local store, else a
+    temporary download."""
+    if artifact_location.startswith("file:"):
+        yield Path(local_file_uri_to_path(artifact_location))
+        return
+    with tempfile.TemporaryDirectory(prefix="trustflow-verify-") as tmp:
+        yield Path(mlflow.artifacts.download_artifacts(artifact_location, dst_path=tmp))
+
+
+def logged_model_problem(model_id: str) -> str | None:
+    """None when the logged model is whole: READY, with files that hash to what was recorded
+    once they were uploaded; else what is wrong with it. MLflow writes a model's tags before its
+    files, so tags alone never prove a model is there."""
+    model = MlflowClient().get_logged_model(model_id)
+    if model.status != LoggedModelStatus.READY:
+        return f"its status is {model.status}"
+    recorded = model.tags.get(FILES_SHA_TAG)
+    if recorded is None:
+        return "no hash of its files was recorded"
+    with _local_files(model.artifact_location) as root:
+        actual = tree_digest(root, REGISTRY_FILES) if root.is_dir() else "no files"
+    if actual != recorded:
+        return f"its files hash to {actual[:12]}, not the recorded {recorded[:12]}"
+    return None
+
+
 def find_logged_model(experiment_id: str, tags: dict[str, str]) -> str | None:
+    """A whole logged model with these content tags, if there is one."""
     found = mlflow.search_logged_models(
         experiment_ids=[experiment_id],
         filter_string=_content_filter(tags),
-        max_results=1,
         output_format="list",
     )
-    return found[0].model_uri if found else None
+    for model in found:
+        if model.status == LoggedModelStatus.READY and logged_model_problem(model.model_id) is None:
+            return str(model.model_uri)
+    return None
+
+
+def log_model_once(
+    experiment_id: str,
+    content: dict[str, str],
+    name: str,
+    model: Any,
+    onnx_path: Path | None,
+    example: pd.DataFrame,
+    requirements: list[str],
+) -> str:
+    """Into the active run: the model with its ONNX form, or the whole logged model that has the
+    same content already (tagged ``trustflow.model_reused``). Once the files are uploaded, their
+    hash is recorded on the logged model; only a model with that record is ever reused or
+    registered."""
+    uri = find_logged_model(experiment_id, content)
+    if uri is not None:
+        mlflow.set_tag("trustflow.model_reused", uri)
+        return uri
+    info = Model.log(
+        artifact_path=None,
+        name=name,
+        flavor=SklearnWithOnnx(onnx_path),
+        sk_model=model,
+        signature=infer_signature(example, model.predict(example)),
+        input_example=example,
+        pip_requirements=requirements,
+        tags=content,
+        skops_trusted_types=skops_trusted_types(model),
+    )
+    client = MlflowClient()
+    logged = client.get_logged_model(info.model_id)
+    with _local_files(logged.artifact_location) as root:
+        digest = tree_digest(root, REGISTRY_FILES)
+    client.set_logged_model_tags(info.model_id, {FILES_SHA_TAG: digest})
+    return str(info.model_uri)
 
 
 class SklearnWithOnnx:
@@ -356,14 +498,21 @@ def track_pipeline(
         for item in evaluated:
             candidate = item.candidate
             with mlflow.start_run(
-                experiment_id=run.experiment_id, run_name=candidate.name, nested=True
+                experiment_id=run.experiment_id,
+                run_name=candidate.name,
+                nested=True,
+                tags={OWNER_TAG: run_owner()},
             ) as child:
                 mlflow.log_params({"kind": candidate.config.kind, **candidate.config.params})
                 mlflow.log_metrics(
                     {**item.evaluation.metrics.model_dump(), "fit_seconds": candidate.fit_seconds}
                 )
                 if candidate.config.kind == "mlp":
-                    log_training(load_artifact(candidate.model).steps[-1][1], child.info.run_id)
+                    log_training(
+                        load_artifact(candidate.model).steps[-1][1],
+                        candidate.epoch_seconds,
+                        child.info.run_id,
+                    )
                 mlflow.log_artifact(str(item.roc_png.path), "plots")
                 mlflow.log_artifact(str(item.confusion_png.path), "plots")
                 _log_audit(audits[candidate.name])
@@ -383,43 +532,37 @@ def track_pipeline(
                     )
                 content = content_tags(candidate.model.sha256, export)
                 mlflow.set_tags({**content, "trustflow.data.md5": data.md5})
-                uri = find_logged_model(run.experiment_id, content)
-                if uri is None:
-                    model = load_artifact(candidate.model)
-                    info = Model.log(
-                        artifact_path=None,
-                        name=candidate.name,
-                        flavor=SklearnWithOnnx(export.onnx.path if export.onnx else None),
-                        sk_model=model,
-                        signature=infer_signature(example, model.predict(example)),
-                        input_example=example,
-                        pip_requirements=MODEL_REQUIREMENTS,
-                        tags=content,
-                        skops_trusted_types=skops_trusted_types(model),
-                    )
-                    uri = info.model_uri
-                else:
-                    mlflow.set_tag("trustflow.model_reused", uri)
+                uri = log_model_once(
+                    run.experiment_id,
+                    content,
+                    candidate.name,
+                    load_artifact(candidate.model),
+                    export.onnx.path if export.onnx else None,
+                    example,
+                    MODEL_REQUIREMENTS,
+                )
                 candidate_runs[candidate.name] = child.info.run_id
                 model_uris[candidate.name] = uri
     return run.model_copy(update={"candidate_runs": candidate_runs, "model_uris": model_uris})
 
 
-def log_training(network: NeuralClassifier, run_id: str) -> None:
-    """A network's epochs as MLflow metric histories (step = epoch), where it started from,
-    and where its TensorBoard events are."""
+def log_training(network: NeuralClassifier, epoch_seconds: Sequence[float], run_id: str) -> None:
+    """A network's epochs as MLflow metric histories (step = epoch), with each epoch's time as
+    measured when it trained, and where it started from."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    keys = ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
-    MlflowClient().log_batch(
-        run_id,
-        metrics=[
-            Metric(f"epoch.{key}", float(epoch[key]), now, int(epoch["epoch"]))
-            for epoch in network.history_
-            for key in keys
-        ],
-    )
+    keys = ("train_loss", "val_loss", "val_accuracy")
+    metrics = [
+        Metric(f"epoch.{key}", float(epoch[key]), now, int(epoch["epoch"]))
+        for epoch in network.history_
+        for key in keys
+    ]
+    metrics += [
+        Metric("epoch.epoch_seconds", seconds, now, step)
+        for step, seconds in enumerate(epoch_seconds, start=1)
+    ]
+    MlflowClient().log_batch(run_id, metrics=metrics)
     mlflow.log_metrics(
         {"epochs_run": len(network.history_), "best_epoch": network.best_epoch_,
          "best_val_loss": network.best_val_loss_}
@@ -500,21 +643,6 @@ def _log_explanation(explained: ExplainedModel, artifact_dir: str) -> None:
     _log_as(explained.html.path, artifact_dir, f"{stem}.html")
 
 
-def _champion_score(
-    name: str, alias: str, registry: RegistryConfig, schema: DatasetSchema, test: DataRef
-) -> float | None:
-    """Score the current champion on *this* test split, so the comparison is like for like."""
-    features, target = features_and_target(read_frame(test), schema)
-    try:
-        champion = mlflow.sklearn.load_model(f"models:/{name}@{alias}")
-        metrics = evaluate_model(champion, features, target).metrics
-        return float(getattr(metrics, registry.metric))
-    except Exception:  # a champion this code cannot load or score (other schema, other flavour)
-        version = MlflowClient().get_model_version_by_alias(name, alias)
-        recorded = version.tags.get(f"trustflow.metric.{registry.metric}")
-        return float(recorded) if recorded is not None else None
-
-
 @task(name="warm-start", cache_policy=NO_CACHE, persist_result=False)
 def find_warm_start(
     registry: RegistryConfig, data_md5: str, ws: Workspace, kind: str = "mlp"
@@ -576,11 +704,21 @@ def register_best(
     )
 
 
+def version_model_id(version: Any) -> str | None:
+    """The logged model a registered version points at (its source is ``models:/<model id>``;
+    the SQL registry leaves ``model_id`` itself empty)."""
+    source = str(version.source or "")
+    return version.model_id or (
+        source.removeprefix("models:/") if source.startswith("models:/") else None
+    )
+
+
 def register_version(
     name: str, content: dict[str, str], model_uri: str, run_id: str, tags: dict[str, str]
 ) -> tuple[str, bool]:
     """A new version of ``name`` for the logged model ``model_uri``, or the existing version with
-    the same content tags (native and ONNX hashes); (version, whether it is new)."""
+    the same content tags (native and ONNX hashes) whose model is whole; (version, whether it is
+    new). A model that is not whole is never registered."""
     client = MlflowClient()
     existing: list[Any]
     try:
@@ -588,21 +726,115 @@ def register_version(
         existing = list(client.search_model_versions(query))
     except MlflowException:  # the registered model does not exist yet
         existing = []
-    if existing:
-        return str(existing[0].version), False
+    for version in sorted(existing, key=lambda v: int(v.version)):
+        model_id = version_model_id(version)
+        if model_id and logged_model_problem(model_id) is None:
+            return str(version.version), False
+    model_id = model_uri.removeprefix("models:/")
+    problem = logged_model_problem(model_id)
+    if problem is not None:
+        raise IncompleteModel(f"{model_uri} is not whole ({problem}); no version was registered")
     try:
         client.create_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     version = client.create_model_version(
-        name,
-        source=model_uri,
-        run_id=run_id,
-        model_id=model_uri.removeprefix("models:/"),
-        tags={**content, **tags},
+        name, source=model_uri, run_id=run_id, model_id=model_id, tags={**content, **tags}
     )
     return str(version.version), True
+
+
+SEEN_ROWS_ARTIFACT = "data/seen_rows.npy"
+# Fewer test rows than this that the champion never trained on (after a large data change, say)
+# make a comparison too noisy: the recorded held-out scores are compared instead.
+MIN_COMPARISON_ROWS = 100
+
+
+def log_seen_rows(run_id: str, *data: DataRef) -> None:
+    """The fingerprints of the rows this run's models learned from (train and valid), so a later
+    run compares them only on rows they never saw."""
+    with tempfile.TemporaryDirectory(prefix="trustflow-rows-") as tmp:
+        path = Path(tmp) / Path(SEEN_ROWS_ARTIFACT).name
+        np.save(path, seen_rows(*(read_frame(d) for d in data)))
+        MlflowClient().log_artifact(run_id, str(path), str(Path(SEEN_ROWS_ARTIFACT).parent))
+
+
+def _seen_by(version: Any) -> np.ndarray | None:
+    """The training-row fingerprints of a registered version's run; None for a version whose
+    run did not record them (registry errors propagate)."""
+    run_id = version.tags.get("trustflow.run_id")
+    if run_id is None:
+        return None
+    client = MlflowClient()
+    folder = str(Path(SEEN_ROWS_ARTIFACT).parent)
+    if SEEN_ROWS_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
+        return None
+    with tempfile.TemporaryDirectory(prefix="trustflow-rows-") as tmp:
+        return np.load(client.download_artifacts(run_id, SEEN_ROWS_ARTIFACT, tmp))
+
+
+class Comparison(BaseModel):
+    """The challenger and the champion scored on the same rows, neither trained on them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    challenger: float
+    champion: float | None  # None: the champion has no comparable score
+    rows: int | None  # None when recorded held-out scores were compared instead
+    md5: str | None  # of the comparison rows' fingerprints
+    basis: str
+
+
+Scorer = Callable[[Any, pd.DataFrame], float]
+
+
+def compare_with_champion(
+    champion: Any,
+    registry: RegistryConfig,
+    test: pd.DataFrame,
+    target: str,
+    challenger: Any,
+    held_out: float,
+    score: Scorer,
+) -> Comparison:
+    """Score ``challenger`` and the registered version ``champion`` on the rows of ``test`` that
+    the champion never trained on. When too few are left (or the champion did not record its
+    rows), compare their held-out scores as recorded."""
+    label = f"v{champion.version}"
+    recorded = champion.tags.get(f"trustflow.metric.{registry.metric}")
+
+    def as_recorded(why: str) -> Comparison:
+        value = float(recorded) if recorded is not None else None
+        basis = f"held-out scores as recorded ({why})"
+        return Comparison(challenger=held_out, champion=value, rows=None, md5=None, basis=basis)
+
+    seen = _seen_by(champion)
+    if seen is None:
+        return as_recorded(f"{label} has no record of its training rows")
+    fresh = test[unseen(test, seen)].reset_index(drop=True)
+    if len(fresh) < MIN_COMPARISON_ROWS or fresh[target].nunique() < 2:
+        return as_recorded(f"only {len(fresh)} test rows are new to {label}")
+    model = mlflow.sklearn.load_model(f"models:/{registry.model_name}/{champion.version}")
+    try:
+        champion_score = score(model, fresh)
+    except (KeyError, ValueError) as exc:  # another schema: the champion cannot read these rows
+        return as_recorded(f"{label} cannot score this data: {exc}")
+    return Comparison(
+        challenger=score(challenger, fresh),
+        champion=champion_score,
+        rows=len(fresh),
+        md5=rows_digest(fresh),
+        basis=f"{len(fresh):,} test rows {label} never trained on",
+    )
+
+
+def _tabular_score(schema: DatasetSchema, metric: str) -> Scorer:
+    def score(model: Any, frame: pd.DataFrame) -> float:
+        features, target = features_and_target(frame, schema)
+        return float(getattr(evaluate_model(model, features, target).metrics, metric))
+
+    return score
 
 
 @task(name="promote", cache_policy=NO_CACHE, persist_result=False)
@@ -614,35 +846,52 @@ def promote(
     schema: DatasetSchema,
     test: DataRef,
 ) -> Promotion:
-    """Move the alias to ``version`` only if it beats the champion on the configured metric."""
-    score = float(getattr(best.evaluation.metrics, registry.metric))
+    """Move the alias to ``version`` only if it beats the champion on the configured metric,
+    both scored on test rows the champion never trained on."""
+    held_out = float(getattr(best.evaluation.metrics, registry.metric))
     return decide_promotion(
         version,
         new_version,
-        score,
+        held_out,
         registry,
-        lambda: _champion_score(registry.model_name, registry.alias, registry, schema, test),
+        lambda champion: compare_with_champion(
+            champion,
+            registry,
+            read_frame(test),
+            schema.target.column,
+            load_artifact(best.candidate.model),
+            held_out,
+            _tabular_score(schema, registry.metric),
+        ),
     )
+
+
+def current_alias(name: str, alias: str) -> Any | None:
+    """The version ``name@alias`` points at, or None when there is none (the model or the alias
+    does not exist yet). Any other registry error propagates."""
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def decide_promotion(
     version: str,
     new_version: bool,
-    score: float,
+    held_out: float,
     registry: RegistryConfig,
-    champion_score: Callable[[], float | None],
+    compare: Callable[[Any], Comparison],
 ) -> Promotion:
-    """The alias moves to ``version`` when there is no champion yet, or when ``score`` beats
-    ``champion_score()`` (the champion scored on this run's test split) by more than
-    ``registry.min_improvement``."""
+    """The alias moves to ``version`` when there is no champion yet, or when it beats the
+    champion by more than ``registry.min_improvement`` in ``compare(champion)``."""
     client = MlflowClient()
     name, alias = registry.model_name, registry.alias
-    try:
-        previous: str | None = str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        previous = None
+    champion = current_alias(name, alias)
+    previous = str(champion.version) if champion is not None else None
 
-    def decided(promoted: bool, champion: float | None, reason: str) -> Promotion:
+    def decided(promoted: bool, comparison: Comparison | None, reason: str) -> Promotion:
         if promoted:
             client.set_registered_model_alias(name, alias, version)
         return Promotion(
@@ -652,27 +901,31 @@ def decide_promotion(
             promoted=promoted or previous == version,
             alias=alias,
             previous_champion=previous,
-            challenger_score=score,
-            champion_score=champion,
+            challenger_score=comparison.challenger if comparison else held_out,
+            champion_score=comparison.champion if comparison else None,
+            comparison_rows=comparison.rows if comparison else None,
+            comparison_md5=comparison.md5 if comparison else None,
+            comparison=comparison.basis if comparison else None,
             reason=reason,
         )
 
-    if previous is None:
+    if champion is None:
         return decided(True, None, f"first {alias}")
     if previous == version:
-        return decided(False, score, f"version {version} is already {alias}")
-    champion = champion_score()
-    if champion is None:
-        return decided(True, None, f"{alias} v{previous} has no comparable {registry.metric}")
-    gain = champion - score if lower_is_better(registry.metric) else score - champion
+        return decided(False, None, f"version {version} is already {alias}")
+    comparison = compare(champion)
+    metric = registry.metric
+    if comparison.champion is None:
+        return decided(True, comparison, f"{alias} v{previous} has no comparable {metric}")
+    score, best = comparison.challenger, comparison.champion
+    gain = best - score if lower_is_better(metric) else score - best
+    on = f" on {comparison.basis}"
     if gain > registry.min_improvement:
-        return decided(
-            True, champion, f"{registry.metric} {score:.4f} beats v{previous}'s {champion:.4f}"
-        )
+        return decided(True, comparison, f"{metric} {score:.4f} beats v{previous}'s {best:.4f}{on}")
     return decided(
         False,
-        champion,
-        f"{registry.metric} {score:.4f} does not beat v{previous}'s {champion:.4f}; "
+        comparison,
+        f"{metric} {score:.4f} does not beat v{previous}'s {best:.4f}{on}; "
         f"{alias} stays on v{previous}",
     )
 
@@ -702,6 +955,10 @@ def record_outcome(run_id: str, promotion: Promotion) -> None:
     client.set_tag(run_id, "trustflow.model.version", promotion.version)
     client.set_tag(run_id, "trustflow.model.promoted", str(promotion.promoted).lower())
     client.set_tag(run_id, "trustflow.model.reason", promotion.reason)
+    if promotion.comparison is not None:
+        client.set_tag(run_id, "trustflow.comparison", promotion.comparison)
+        client.set_tag(run_id, "trustflow.comparison.rows", str(promotion.comparison_rows))
+        client.set_tag(run_id, "trustflow.comparison.md5", str(promotion.comparison_md5))
     client.set_tag(
         run_id,
         "mlflow.note.content",

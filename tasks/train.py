@@ -15,7 +15,7 @@ from trustflow.evaluate import Evaluation, confusion_figure, evaluate_model, roc
 from trustflow.io import dump_addressed, load_artifact, read_frame, save_png
 from trustflow.models.candidates import train_candidate, train_network
 from trustflow.models.mitigation import mitigate_candidate
-from trustflow.models.neural import WarmStart
+from trustflow.models.neural import NeuralClassifier, WarmStart
 from trustflow.models.preprocess import features_and_target, fit_preprocessor
 from trustflow.refs import ArtifactRef, DataRef
 from trustflow.workspace import Workspace
@@ -28,6 +28,9 @@ class TrainedCandidate(BaseModel):
     config: CandidateConfig
     model: ArtifactRef
     fit_seconds: float
+    # A network's per-epoch times: measured in this fit, kept out of the model file so that
+    # equal training gives an equal file (and hash).
+    epoch_seconds: tuple[float, ...] = ()
 
 
 class EvaluatedCandidate(BaseModel):
@@ -98,7 +101,11 @@ def _fitted(fit: Callable[[], Any], cfg: CandidateConfig, ws: Workspace) -> Trai
     model = fit()
     seconds = time.perf_counter() - started
     ref = dump_addressed(model, ws.artifacts_dir / "models", cfg.name)
-    return TrainedCandidate(name=cfg.name, config=cfg, model=ref, fit_seconds=seconds)
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    epochs = tuple(final.epoch_seconds()) if isinstance(final, NeuralClassifier) else ()
+    return TrainedCandidate(
+        name=cfg.name, config=cfg, model=ref, fit_seconds=seconds, epoch_seconds=epochs
+    )
 
 
 @task(

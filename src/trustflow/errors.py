@@ -35,3 +35,8 @@ class TrackingUnavailable(TrustflowError):
 
 class DeployError(TrustflowError):
     """A model could not be deployed: bundle, image, container or manifests."""
+
+
+class IncompleteModel(TrustflowError):
+    """A logged model is not whole (pending, failed, or its files differ from their recorded
+    hash); it is never registered or reused."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,18 @@ def file_digest(path: Path, algorithm: str = "md5") -> str:
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_digest(root: Path, ignore: Collection[str] = ()) -> str:
+    """sha256 over every file below ``root`` (relative path and content), in a fixed order: equal
+    trees hash equal, and a missing, extra or truncated file changes the hash. Files whose
+    relative path is in ``ignore`` are left out."""
+    digest = hashlib.sha256()
+    files = (p for p in root.rglob("*") if p.is_file())
+    for path in sorted(p for p in files if p.relative_to(root).as_posix() not in ignore):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file_digest(path, "sha256").encode() + b"\n")
     return digest.hexdigest()
 
 

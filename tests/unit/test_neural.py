@@ -3,6 +3,7 @@ and their ONNX forms (dynamic batch, parity, served by the inference server's sc
 
 from __future__ import annotations
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +17,7 @@ from trustflow.data.validate import validate_frame
 from trustflow.errors import ConfigError
 from trustflow.export.neural import allclose_parity, concat_front, join, network_graph
 from trustflow.export.onnx import convert_pipeline, to_feed
+from trustflow.io import dump_addressed
 from trustflow.models.candidates import train_network
 from trustflow.models.neural import NeuralClassifier, WarmStart, resolve_accelerator
 from trustflow.models.preprocess import features_and_target, fit_preprocessor
@@ -52,6 +54,15 @@ def test_the_same_seed_gives_the_same_network_and_another_seed_does_not(adult) -
     assert not all(np.array_equal(first.state_[k], other.state_[k]) for k in first.state_)
 
 
+def test_the_same_training_gives_a_byte_identical_model_file(adult, tmp_path) -> None:
+    """Content addressing: the model's file name is its hash, so it must not carry the time."""
+    first = dump_addressed(_fit(adult), tmp_path / "a", "mlp")
+    again = dump_addressed(_fit(adult), tmp_path / "b", "mlp")
+    assert first.sha256 == again.sha256
+    assert first.path.read_bytes() == again.path.read_bytes()
+    assert "timings_" not in joblib.load(first.path).__dict__
+
+
 def test_early_stopping_keeps_the_best_epoch_and_records_every_epoch(adult) -> None:
     network = _fit(adult, {**FAST, "max_epochs": 60, "patience": 1})
     history = network.history_
@@ -60,7 +71,8 @@ def test_early_stopping_keeps_the_best_epoch_and_records_every_epoch(adult) -> N
     losses = [h["val_loss"] for h in history]
     assert network.best_epoch_ == int(np.argmin(losses)) + 1
     assert network.best_val_loss_ == pytest.approx(min(losses))
-    assert all(h["epoch_seconds"] > 0 for h in history)
+    assert len(network.timings_) == len(history)
+    assert all(t["epoch_seconds"] > 0 for t in network.timings_)
     assert network.device_ == "cpu"
 
 

@@ -12,6 +12,9 @@ is plain NumPy (the network's weights), which MLflow's skops format stores witho
   of the best epoch are kept.
 - Loggers are injected (``loggers=``: the tasks layer passes a TensorBoard logger); every
   epoch's metrics are also kept in ``history_``, which the tracking stage logs to MLflow.
+- The pickled estimator is a function of data, params and seed alone: wall-clock epoch times
+  live in ``timings_``, which is not pickled, so retraining gives byte-identical files and the
+  content hash that names the model holds for networks too.
 - Warm start: :class:`WarmStart` weights of the same architecture initialise the network
   (fine-tuning); any other architecture starts cold, and ``warm_start_`` says why.
 """
@@ -240,10 +243,11 @@ def _callbacks(patience: int) -> tuple[Any, list[Any]]:
     from lightning.pytorch.callbacks import EarlyStopping
 
     class Record(L.Callback):
-        """Every epoch's metrics and time, and the best epoch's weights."""
+        """Every epoch's metrics and (apart from them) its time, and the best epoch's weights."""
 
         def __init__(self) -> None:
             self.history: list[dict[str, float]] = []
+            self.timings: list[dict[str, float]] = []
             self.best: tuple[float, int, dict[str, Any]] | None = None
             self.started = time.perf_counter()
 
@@ -259,6 +263,10 @@ def _callbacks(patience: int) -> tuple[Any, list[Any]]:
                     "train_loss": metrics.get("train_loss", float("nan")),
                     "val_loss": loss,
                     "val_accuracy": metrics.get("val_accuracy", float("nan")),
+                }
+            )
+            self.timings.append(
+                {
                     "epoch_seconds": time.perf_counter() - self.epoch_started,
                     "elapsed_seconds": time.perf_counter() - self.started,
                 }
@@ -382,6 +390,7 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
         self.state_ = {k: v.detach().cpu().numpy().copy() for k, v in best_state.items()}
         self.classes_ = np.arange(classes)
         self.history_ = record.history
+        self.timings_ = record.timings
         self.best_epoch_ = best_epoch
         self.best_val_loss_ = float(best_loss)
         self.device_ = device
@@ -401,6 +410,7 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_network", None)  # rebuilt from state_ on first use
+        state.pop("timings_", None)  # wall-clock times would make equal models hash apart
         return state
 
     def predict_proba(self, x: Any) -> np.ndarray:
@@ -416,6 +426,10 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, x: Any) -> np.ndarray:
         return self.classes_[self.predict_proba(x).argmax(axis=1)]
+
+    def epoch_seconds(self) -> list[float]:
+        """Each epoch's wall-clock time, from this fit (not kept when the model is pickled)."""
+        return [t["epoch_seconds"] for t in getattr(self, "timings_", [])]
 
     def warm_start(self, source: str) -> WarmStart:
         """This network's weights, as the starting point of a later fit."""

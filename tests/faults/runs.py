@@ -1,0 +1,72 @@
+"""Driving `trustflow run` as a user does, in its own process group, and watching its stores
+from outside so that a fault can be injected at an exact point."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.e2e.processes import clean_env
+
+TRUSTFLOW = Path(sys.executable).with_name("trustflow")
+
+
+def start_run(workspace: Path, *args: str) -> subprocess.Popen[str]:
+    """``trustflow run --workspace W ARGS`` as a subprocess leading its own process group, so a
+    kill reaches everything it started (Prefect's temporary server too)."""
+    return subprocess.Popen(
+        [str(TRUSTFLOW), "run", "--workspace", str(workspace), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+        cwd=workspace,
+        start_new_session=True,
+    )
+
+
+def run(workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    process = start_run(workspace, *args)
+    out, err = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def query(db: Path, sql: str, *params: object) -> list[tuple]:
+    """Read MLflow's SQLite store while another process writes it (read-only, retried while
+    the writer holds its lock)."""
+    if not db.exists():
+        return []
+    for _ in range(50):
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+                return connection.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            time.sleep(0.05)
+    raise TimeoutError(f"{db} stayed locked")
+
+
+def kill_when(
+    process: subprocess.Popen[str], seen: Callable[[], bool], timeout: float = 600
+) -> float:
+    """SIGKILL the run's whole process group the moment ``seen()`` holds; the seconds it took.
+    Fails if the run ends first."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if seen():
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate(timeout=60)
+            return time.monotonic() - started
+        if process.poll() is not None:
+            _, err = process.communicate()
+            raise AssertionError(f"the run ended (exit {process.returncode}) first:\n{err}")
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise TimeoutError(f"not seen within {timeout}s")
