@@ -5,6 +5,7 @@ registering a parity-checked CNN that the inference server serves; CUDA asked fo
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -16,7 +17,7 @@ import torch
 from flows.cli import main
 from tests.conftest import write_csv
 from tests.e2e.processes import pointed_at
-from tests.flows.helpers import champion, client_for, run_cli
+from tests.flows.helpers import champion, client_for, run_cli, versions
 from trustflow.data.digits import PIXELS, digits_frame
 from trustflow.serving.app import ModelRelease
 from trustflow.serving.scorer import Scorer
@@ -145,3 +146,25 @@ def test_run_digits_registers_a_parity_checked_cnn_that_is_served(tmp_path, caps
     again = json.loads(capsys.readouterr()[0].strip().splitlines()[-1])
     assert code == 0 and again["model"]["version"] == "1"
     assert {"train", "evaluate", "export"} <= set(again["cached_stages"])
+
+
+def test_retraining_the_same_network_without_the_cache_registers_no_new_version(
+    capsys, tmp_path: Path, adult_raw: pd.DataFrame
+) -> None:
+    """Content addressing holds for networks: the saved file carries no wall-clock time."""
+    source = write_csv(adult_raw.sample(3000, random_state=5), tmp_path / "adult.csv")
+    ws = tmp_path / "ws"
+    args = ("--workspace", str(ws), "--set", f"data.source=csv:{source}",
+            "--set", MLP_ONLY, "--set", NO_FAIRNESS_LIMIT)  # fmt: skip
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    shutil.rmtree(ws / ".trustflow" / "prefect-results")  # Prefect's cache is gone
+    code, again, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert not again["cache"]["train"]  # trained again, from scratch
+    assert again["model"]["version"] == "1" and not again["model"]["new_version"]
+    assert versions(ws) == ["1"]
+    # The times still reach MLflow, as metrics of the candidate's run.
+    retrained = _mlp_runs(ws)[-1]
+    times = client_for(ws).get_metric_history(retrained.info.run_id, "epoch.epoch_seconds")
+    assert len(times) == int(retrained.data.metrics["epochs_run"]) and times[0].value > 0

@@ -43,6 +43,14 @@ def test_pipeline_converts_and_matches_the_native_model(cfg, data) -> None:
     assert report.size_bytes > 0 and report.latency_us_single_row > 0
 
 
+@pytest.mark.parametrize("cfg", CANDIDATES, ids=lambda c: c.name)
+def test_the_same_model_converts_to_the_same_bytes(cfg, data) -> None:
+    """The ONNX file's hash is part of a model's content address."""
+    model = _fit(cfg, data)
+    first = convert_pipeline(model, SCHEMA, OnnxConfig()).SerializeToString()
+    assert convert_pipeline(model, SCHEMA, OnnxConfig()).SerializeToString() == first
+
+
 def test_missing_values_score_like_the_native_model(data) -> None:
     features, target = features_and_target(data.train, SCHEMA)
     model = train_candidate(

@@ -94,6 +94,9 @@ def join(front: onnx.ModelProto, front_output: str, network: onnx.ModelProto) ->
         kept = [o for o in front.graph.output if o.name == front_output]
         front.graph.ClearField("output")
         front.graph.output.extend(kept)
+    # skl2onnx names its graph by a random UUID, and merge_models writes both names into the
+    # merged graph: fixed names keep the file a function of the model alone.
+    front.graph.name, network.graph.name = "front", "network"
     merged = onnx.compose.merge_models(
         front, network, io_map=[(front_output, NETWORK_INPUT)], prefix2="net_"
     )

@@ -150,6 +150,9 @@ def convert_pipeline(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) ->
         METADATA_CLASSES: json.dumps([negative, positive]),
     }.items():
         graph.metadata_props.add(key=key, value=value)
+    # Converters name the graph with a random UUID; a fixed name keeps the file a function of
+    # the model alone, so its hash can name it.
+    graph.graph.name = f"trustflow-{schema.name}"
     onnx.checker.check_model(graph, full_check=True)
     return graph
 

@@ -408,7 +408,7 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
         return network
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: object's own is the live __dict__
         state.pop("_network", None)  # rebuilt from state_ on first use
         state.pop("timings_", None)  # wall-clock times would make equal models hash apart
         return state
