@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -160,6 +161,19 @@ def _quiet_prefect(debug: bool) -> None:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_TASK_RUNS_LEVEL", "CRITICAL")
 
 
+def _isolate_prefect(workspace: Any) -> None:
+    """The local engine's database and settings live in the workspace (two workspaces share no
+    flow runs or cache records), unless PREFECT_HOME or PREFECT_API_URL says otherwise. Profiles
+    still come from the user's own file. Must run before Prefect is imported."""
+    if "PREFECT_HOME" in os.environ or "PREFECT_API_URL" in os.environ:
+        return
+    user_profiles = Path("~/.prefect/profiles.toml").expanduser()
+    if user_profiles.is_file():
+        os.environ.setdefault("PREFECT_PROFILES_PATH", str(user_profiles))
+    workspace.prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect makes only the leaf
+    os.environ["PREFECT_HOME"] = str(workspace.prefect_home)
+
+
 def _fail(err: Console, args: argparse.Namespace, exc: BaseException) -> int:
     from trustflow.errors import TrustflowError
 
@@ -176,18 +190,20 @@ def _fail(err: Console, args: argparse.Namespace, exc: BaseException) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from trustflow.workspace import Workspace
+
     err = Console(stderr=True, highlight=False)
+    workspace = Workspace.resolve(args.workspace)
     _quiet_prefect(args.debug)
-    # Imported here: Prefect reads its logging settings at import time.
+    _isolate_prefect(workspace)
+    # Imported here: Prefect reads its settings at import time.
     from flows.digits import run_digits
     from flows.tabular import run_pipeline
     from trustflow.config import DigitsConfig, load_config
     from trustflow.errors import ConfigError
-    from trustflow.workspace import Workspace
 
     start: Callable[[], Any]
     try:
-        workspace = Workspace.resolve(args.workspace)
         if args.pipeline == "digits":
             digits = load_config(args.config, args.overrides, DigitsConfig)
             start = lambda: run_digits(digits, workspace)  # noqa: E731
@@ -252,12 +268,14 @@ def _run_flow(
 
 
 def deploy_command(args: argparse.Namespace) -> int:
-    err = Console(stderr=True, highlight=False)
-    _quiet_prefect(args.debug)
-    from flows.deploy import run_deploy
     from trustflow.workspace import Workspace
 
+    err = Console(stderr=True, highlight=False)
     workspace = Workspace.resolve(args.workspace)
+    _quiet_prefect(args.debug)
+    _isolate_prefect(workspace)
+    from flows.deploy import run_deploy
+
     parameters = {
         "model": args.model,
         "target": args.target,

@@ -32,6 +32,7 @@ from tasks.deploy import (
     resolve_release,
     triton_repository,
 )
+from tasks.workspace import adopt_workspace
 from trustflow.deploy.docker import DEFAULT_BASE_IMAGE
 from trustflow.workspace import Workspace
 
@@ -67,6 +68,7 @@ def deploy_model(
 ) -> DeploySummary:
     """Deploy a registered model (models:/NAME@ALIAS or models:/NAME/VERSION) to a target."""
     ws = Workspace.resolve(workspace)
+    adopt_workspace(ws)  # a copied or moved workspace reads its own stores
     stages = StageLog()
     release = stages.run(
         "resolve",

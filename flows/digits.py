@@ -26,6 +26,7 @@ from tasks.digits import (
     track_digits,
 )
 from tasks.digits import train_digits as train_task
+from tasks.workspace import adopt_workspace
 from trustflow.config import DigitsConfig
 from trustflow.data.digits import ORIGIN, TARGET
 from trustflow.errors import GateFailed
@@ -59,6 +60,7 @@ def train_digits(
     ws = Workspace.resolve(workspace)
     stages = StageLog()
     resolve_accelerator(config.trainer.accelerator)  # cuda without a GPU stops here
+    stages.run("workspace", adopt_workspace, ws, detail=lambda d: d)
     stages.run("tracking", tracking.check_tracking_server, ws, detail=lambda d: d)
     data = stages.run("ingest", ingest_digits, ws, detail=lambda r: f"{r.rows:,} images")
     lineage = stages.run(

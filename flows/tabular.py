@@ -23,6 +23,7 @@ from tasks.export import ExportedCandidate, export_onnx
 from tasks.privacy import PrivacySummary, check_budget, preprocess_private, privacy_off
 from tasks.responsible import AuditedCandidate, audit_fairness, explain
 from tasks.train import EvaluatedCandidate, evaluate, mitigate, preprocess, train
+from tasks.workspace import adopt_workspace
 from trustflow.config import Metric, TabularConfig, lower_is_better
 from trustflow.errors import ConfigError, GateFailed
 from trustflow.model_card import DataFacts, ModelCardFacts, render_model_card
@@ -151,6 +152,7 @@ def train_tabular(
         raise ConfigError(f"privacy.utility_report: {utility_report} is not a file")
     if any(c.kind == "mlp" for c in config.train.candidates):
         resolve_accelerator(config.trainer.accelerator)  # cuda without a GPU stops here
+    stages.run("workspace", adopt_workspace, ws, detail=lambda d: d)
     stages.run("tracking", tracking.check_tracking_server, ws, detail=lambda d: d)
     source_digest = None
     if config.privacy.mode != "off":

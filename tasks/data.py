@@ -93,15 +93,43 @@ def open_dvc_repo(root: Path):  # -> dvc.repo.Repo (imported lazily: DVC is slow
     return Repo(str(root))
 
 
+def _remote_url(url: str, root: Path):  # -> str | dvc.config_schema.RelPath
+    """A remote inside the workspace is written relative to ``.dvc/`` (DVC's RelPath), so a
+    copied or moved workspace pushes into its own remote, not the original's."""
+    from dvc.config_schema import RelPath
+
+    path = Path(url)
+    return RelPath(str(path)) if path.is_absolute() and path.is_relative_to(root) else url
+
+
 def ensure_remote(repo, url: str) -> str:
     """Make ``url`` the default remote unless the repository already names one."""
     with repo.config.edit("local") as local:
         configured = repo.config["core"].get("remote")
         if configured:
             return str(repo.config["remote"][configured]["url"])
-        local["remote"]["workspace"] = {"url": url}
+        local["remote"]["workspace"] = {"url": _remote_url(url, Path(repo.root_dir))}
         local["core"]["remote"] = "workspace"
     return url
+
+
+def relocate_dvc_remotes(root: Path, previous: Path) -> int:
+    """After a copy or move from ``previous``: remotes that pointed inside the old place point
+    to the same place inside this one (relative from now on). How many were repointed."""
+    if not (root / ".dvc").is_dir():
+        return 0
+    repo = open_dvc_repo(root)
+    moved = 0
+    try:
+        with repo.config.edit("local") as local:
+            for remote in local.get("remote", {}).values():
+                url = Path(str(remote.get("url", "")))
+                if url.is_absolute() and url.is_relative_to(previous):
+                    remote["url"] = _remote_url(str(root / url.relative_to(previous)), root)
+                    moved += 1
+    finally:
+        repo.close()
+    return moved
 
 
 @task(name="version", cache_policy=NO_CACHE, persist_result=False)

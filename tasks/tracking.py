@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -136,6 +137,35 @@ def configure(ws: Workspace) -> str:
     if user_choice is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     return uri
+
+
+def relocate_store(ws: Workspace, previous: Path) -> int:
+    """Repoint the workspace's own SQLite store after a copy or move from ``previous``: every
+    recorded path under the old root (experiments' and runs' artifact locations, logged models,
+    version sources, tags such as the model card's URI) now names the same file under the new
+    root. MLflow has no API for this; it keeps absolute URIs in these columns. Returns how many
+    values changed. A store elsewhere ($MLFLOW_TRACKING_URI) is left alone."""
+    if ws.tracking_uri() != f"sqlite:///{ws.mlflow_db}" or not ws.mlflow_db.exists():
+        return 0
+    pairs = {(f"{previous}/", f"{ws.root}/")}
+    pairs.add((previous.as_uri() + "/", ws.root.as_uri() + "/"))  # percent-encoded in URIs
+    changed = 0
+    with contextlib.closing(sqlite3.connect(ws.mlflow_db, timeout=60)) as db:
+        db.execute("BEGIN IMMEDIATE")  # one writer: a concurrent run waits, then finds nothing
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                name, kind = column[1], str(column[2]).upper()
+                if not any(t in kind for t in ("CHAR", "TEXT", "CLOB")):
+                    continue
+                for old, new in pairs:
+                    changed += db.execute(
+                        f'UPDATE "{table}" SET "{name}" = REPLACE("{name}", ?, ?) '
+                        f'WHERE instr("{name}", ?) > 0',
+                        (old, new, old),
+                    ).rowcount
+        db.commit()
+    return changed
 
 
 TRACKING_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds between the five attempts

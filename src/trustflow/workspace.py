@@ -1,8 +1,12 @@
 """Where a pipeline keeps its state. One directory holds the versioned data, the MLflow store,
-stage artifacts and Prefect's cached results, so two workspaces never share state."""
+stage artifacts, Prefect's cached results and (for the local engine) Prefect's own database,
+so two workspaces never share state. A workspace may be copied or moved: it records where it
+was, and the next run repoints what its stores recorded at the old place (see
+tasks/workspace.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -47,6 +51,27 @@ class Workspace(BaseModel):
     @property
     def tensorboard_dir(self) -> Path:
         return self.root / "tensorboard"  # `tensorboard --logdir <workspace>/tensorboard`
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.state_dir / "prefect"  # the local engine's database and settings
+
+    @property
+    def root_record(self) -> Path:
+        return self.state_dir / "workspace.json"
+
+    def recorded_root(self) -> Path | None:
+        """Where this workspace was when a run last used it (None before the first run)."""
+        try:
+            return Path(json.loads(self.root_record.read_text())["root"])
+        except FileNotFoundError:
+            return None
+
+    def record_root(self) -> None:
+        self.root_record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.root_record.with_name(f".{self.root_record.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"root": str(self.root)}) + "\n")
+        os.replace(tmp, self.root_record)  # whole or not at all
 
     @property
     def mlflow_db(self) -> Path:

@@ -81,8 +81,8 @@ def test_json_run_on_bundled_data_registers_a_good_champion(first_run, workspace
 def test_people_see_one_line_per_stage_and_a_summary(first_run, workspace) -> None:
     done = _trustflow(workspace)  # second run: served from cache
     assert done.returncode == 0, done.stderr
-    stages = ["tracking", "ingest", "validate", "version", "split", "preprocess", "train",
-              "evaluate", "export", "audit", "explain", "track", "register", "card",
+    stages = ["workspace", "tracking", "ingest", "validate", "version", "split", "preprocess",
+              "train", "evaluate", "export", "audit", "explain", "track", "register", "card",
               "promote"]  # fmt: skip
     lines = done.stderr.splitlines()
     for stage in stages:

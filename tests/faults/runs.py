@@ -17,7 +17,7 @@ from tests.e2e.processes import clean_env
 TRUSTFLOW = Path(sys.executable).with_name("trustflow")
 
 
-def start_run(workspace: Path, *args: str) -> subprocess.Popen[str]:
+def start_run(workspace: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     """``trustflow run --workspace W ARGS`` as a subprocess leading its own process group, so a
     kill reaches everything it started (Prefect's temporary server too)."""
     return subprocess.Popen(
@@ -25,14 +25,14 @@ def start_run(workspace: Path, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=clean_env(),
+        env=clean_env(**env),
         cwd=workspace,
         start_new_session=True,
     )
 
 
-def run(workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    process = start_run(workspace, *args)
+def run(workspace: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    process = start_run(workspace, *args, **env)
     out, err = process.communicate(timeout=600)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
