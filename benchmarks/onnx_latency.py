@@ -50,7 +50,9 @@ def main() -> None:
         preprocessor = fit_preprocessor(splits.train, schema)
         model = train_candidate(preprocessor, features, target, candidate, config.train.seed)
         session = inference_session(
-            convert_pipeline(model, schema, config.onnx).SerializeToString()
+            convert_pipeline(
+                model, schema, config.onnx, candidate.model_kind.onnx
+            ).SerializeToString()
         )
         feed = to_feed(row, schema)
         native = median_us(lambda m=model: m.predict_proba(row), args.repeats)

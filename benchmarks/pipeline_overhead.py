@@ -74,7 +74,9 @@ def plain_script(config: TabularConfig, out: Path) -> float:
         for name, feature in audit.features.items():
             audit_figure(feature, name).savefig(out / f"fair-{candidate.name}-{name}.png")
         try:
-            graph = convert_pipeline(model, schema, config.onnx).SerializeToString()
+            graph = convert_pipeline(
+                model, schema, config.onnx, candidate.model_kind.onnx
+            ).SerializeToString()
         except NotExportable:
             continue
         (out / f"{candidate.name}.onnx").write_bytes(graph)

@@ -24,7 +24,7 @@ from tasks.privacy import PrivacySummary, check_budget, preprocess_private, priv
 from tasks.responsible import AuditedCandidate, audit_fairness, explain
 from tasks.train import EvaluatedCandidate, evaluate, mitigate, preprocess, train
 from tasks.workspace import adopt_workspace
-from trustflow.config import Metric, TabularConfig, lower_is_better
+from trustflow.config import CandidateConfig, Metric, TabularConfig, lower_is_better
 from trustflow.errors import ConfigError, GateFailed
 from trustflow.model_card import DataFacts, ModelCardFacts, render_model_card
 from trustflow.models.neural import resolve_accelerator
@@ -150,7 +150,8 @@ def train_tabular(
     utility_report = config.privacy.utility_report
     if utility_report is not None and not Path(utility_report).is_file():
         raise ConfigError(f"privacy.utility_report: {utility_report} is not a file")
-    if any(c.kind == "mlp" for c in config.train.candidates):
+    networks = [c for c in config.train.candidates if c.model_kind.network]
+    if networks:
         resolve_accelerator(config.trainer.accelerator)  # cuda without a GPU stops here
     stages.run("workspace", adopt_workspace, ws, detail=lambda d: d)
     stages.run("tracking", tracking.check_tracking_server, ws, detail=lambda d: d)
@@ -233,18 +234,19 @@ def train_tabular(
             ),
         )
     warm = None
-    if config.trainer.warm_start and any(c.kind == "mlp" for c in config.train.candidates):
+    if config.trainer.warm_start and networks:
         warm, _ = stages.run(
             "warm-start",
             tracking.find_warm_start,
             config.registry,
             lineage.data.md5,
             ws,
+            networks[0].kind,
             detail=lambda found: found[1],
         )
 
-    def network_only(kind: str, value: Any) -> Any:
-        return value if kind == "mlp" else None
+    def network_only(cfg: CandidateConfig, value: Any) -> Any:
+        return value if cfg.model_kind.network else None
 
     base_runs = {
         cfg.name: train.submit(
@@ -254,8 +256,8 @@ def train_tabular(
             cfg,
             schema,
             config.train.seed,
-            network_only(cfg.kind, config.trainer),
-            network_only(cfg.kind, warm),
+            network_only(cfg, config.trainer),
+            network_only(cfg, warm),
             ws,
         )
         for cfg in config.train.candidates
@@ -309,7 +311,7 @@ def train_tabular(
     # is registered with its audit trail and the run fails on its gate.
     eligible = [e for e in evaluated if verdicts[e.candidate.name] is None]
     best = pick_best(eligible or evaluated, metric)
-    glass_boxes = [t for t in trained if t.config.kind == "explainable_boosting"]
+    glass_boxes = [t for t in trained if t.config.model_kind.glass_box]
     explain_args = (splits.train, splits.test, schema, config.explain.rows, config.train.seed, ws)
     explained = stages.gather(
         "explain",

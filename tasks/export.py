@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 from tasks.caching import CONTENT_CACHE
 from tasks.train import TrainedCandidate
 from trustflow.config import DatasetSchema, OnnxConfig
-from trustflow.export.onnx import OnnxReport, check_parity, convert_pipeline
+from trustflow.export.onnx import NotExportable, OnnxReport, check_parity, convert_pipeline
 from trustflow.io import load_artifact, read_frame, write_addressed
 from trustflow.refs import ArtifactRef, DataRef
 from trustflow.workspace import Workspace
@@ -18,7 +18,7 @@ class ExportedCandidate(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    onnx: ArtifactRef | None  # None when the conversion itself failed
+    onnx: ArtifactRef | None  # None when the kind has no ONNX form
     report: OnnxReport | None
     error: str | None = None
 
@@ -47,8 +47,9 @@ def export_onnx(
 ) -> ExportedCandidate:
     model = load_artifact(candidate.model)
     try:
-        graph = convert_pipeline(model, schema, cfg).SerializeToString()
-    except Exception as exc:  # an unconvertible model is a gate result, not a crash
+        converter = candidate.config.model_kind.onnx
+        graph = convert_pipeline(model, schema, cfg, converter).SerializeToString()
+    except NotExportable as exc:  # a kind with no ONNX form: a gate result, not a crash
         return ExportedCandidate(name=candidate.name, onnx=None, report=None, error=str(exc))
     path, sha = write_addressed(
         lambda tmp: tmp.write_bytes(graph), ws.artifacts_dir / "onnx", candidate.name, ".onnx"

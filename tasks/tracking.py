@@ -50,15 +50,15 @@ from trustflow.config import (
     RegistryConfig,
     TabularConfig,
     TrackingConfig,
-    lower_is_better,
 )
 from trustflow.data.fingerprint import rows_digest, seen_rows, unseen
-from trustflow.errors import IncompleteModel, TrackingUnavailable
+from trustflow.errors import IncompleteModel, PromotionConflict, TrackingUnavailable
 from trustflow.evaluate import evaluate_model
 from trustflow.io import load_artifact, read_frame, tree_digest
 from trustflow.models.neural import NeuralClassifier, WarmStart
 from trustflow.models.preprocess import features_and_target
 from trustflow.privacy.mechanisms import PrivateRelease
+from trustflow.promotion import Comparison, decide
 from trustflow.refs import DataRef
 from trustflow.serving.scorer import ModelLoadError, ModelRejected, ModelRelease
 from trustflow.workspace import Workspace
@@ -537,7 +537,7 @@ def track_pipeline(
                 mlflow.log_metrics(
                     {**item.evaluation.metrics.model_dump(), "fit_seconds": candidate.fit_seconds}
                 )
-                if candidate.config.kind == "mlp":
+                if candidate.config.model_kind.network:
                     log_training(
                         load_artifact(candidate.model).steps[-1][1],
                         candidate.epoch_seconds,
@@ -675,7 +675,7 @@ def _log_explanation(explained: ExplainedModel, artifact_dir: str) -> None:
 
 @task(name="warm-start", cache_policy=NO_CACHE, persist_result=False)
 def find_warm_start(
-    registry: RegistryConfig, data_md5: str, ws: Workspace, kind: str = "mlp"
+    registry: RegistryConfig, data_md5: str, ws: Workspace, kind: str
 ) -> tuple[WarmStart | None, str]:
     """The champion's network weights, when the champion is a network trained on other data;
     else None and why (the network candidates then start from scratch)."""
@@ -804,18 +804,6 @@ def _seen_by(version: Any) -> np.ndarray | None:
         return np.load(client.download_artifacts(run_id, SEEN_ROWS_ARTIFACT, tmp))
 
 
-class Comparison(BaseModel):
-    """The challenger and the champion scored on the same rows, neither trained on them."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    challenger: float
-    champion: float | None  # None: the champion has no comparable score
-    rows: int | None  # None when recorded held-out scores were compared instead
-    md5: str | None  # of the comparison rows' fingerprints
-    basis: str
-
-
 Scorer = Callable[[Any, pd.DataFrame], float]
 
 
@@ -896,6 +884,9 @@ def promote(
     )
 
 
+PROMOTION_ATTEMPTS = 3  # decisions against a champion that keeps moving, before giving up
+
+
 def current_alias(name: str, alias: str) -> Any | None:
     """The version ``name@alias`` points at, or None when there is none (the model or the alias
     does not exist yet). Any other registry error propagates."""
@@ -914,21 +905,32 @@ def decide_promotion(
     registry: RegistryConfig,
     compare: Callable[[Any], Comparison],
 ) -> Promotion:
-    """The alias moves to ``version`` when there is no champion yet, or when it beats the
-    champion by more than ``registry.min_improvement`` in ``compare(champion)``."""
+    """Decide with :func:`trustflow.promotion.decide` against the current champion
+    (``compare(champion)`` scores the two) and move the alias when it says so.
+
+    Compare-and-set: just before the alias moves, it is read again. If another run moved it
+    after this one decided, this run decides again against the new champion; it never
+    overwrites a champion it did not compare with. Registry errors propagate: a failed read
+    never passes for "no champion yet"."""
     client = MlflowClient()
     name, alias = registry.model_name, registry.alias
-    champion = current_alias(name, alias)
-    previous = str(champion.version) if champion is not None else None
-
-    def decided(promoted: bool, comparison: Comparison | None, reason: str) -> Promotion:
-        if promoted:
+    for _ in range(PROMOTION_ATTEMPTS):
+        champion = current_alias(name, alias)
+        previous = str(champion.version) if champion is not None else None
+        comparison = compare(champion) if previous not in (None, version) else None
+        decision = decide(
+            version, previous, comparison, registry.metric, registry.min_improvement, alias
+        )
+        if decision.promote:
+            now = current_alias(name, alias)
+            if (str(now.version) if now is not None else None) != previous:
+                continue  # moved by another run since it was read: decide again
             client.set_registered_model_alias(name, alias, version)
         return Promotion(
             name=name,
             version=version,
             new_version=new_version,
-            promoted=promoted or previous == version,
+            promoted=decision.promote or previous == version,
             alias=alias,
             previous_champion=previous,
             challenger_score=comparison.challenger if comparison else held_out,
@@ -936,27 +938,11 @@ def decide_promotion(
             comparison_rows=comparison.rows if comparison else None,
             comparison_md5=comparison.md5 if comparison else None,
             comparison=comparison.basis if comparison else None,
-            reason=reason,
+            reason=decision.reason,
         )
-
-    if champion is None:
-        return decided(True, None, f"first {alias}")
-    if previous == version:
-        return decided(False, None, f"version {version} is already {alias}")
-    comparison = compare(champion)
-    metric = registry.metric
-    if comparison.champion is None:
-        return decided(True, comparison, f"{alias} v{previous} has no comparable {metric}")
-    score, best = comparison.challenger, comparison.champion
-    gain = best - score if lower_is_better(metric) else score - best
-    on = f" on {comparison.basis}"
-    if gain > registry.min_improvement:
-        return decided(True, comparison, f"{metric} {score:.4f} beats v{previous}'s {best:.4f}{on}")
-    return decided(
-        False,
-        comparison,
-        f"{metric} {score:.4f} does not beat v{previous}'s {best:.4f}{on}; "
-        f"{alias} stays on v{previous}",
+    raise PromotionConflict(
+        f"{name}@{alias} was moved by other runs {PROMOTION_ATTEMPTS} times while this run "
+        f"decided on v{version}; it was left where they put it"
     )
 
 

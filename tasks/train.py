@@ -66,7 +66,7 @@ def train(
     they never change another candidate's cache key."""
     features, target = features_and_target(read_frame(train), schema)
     fitted = load_artifact(preprocessor)
-    if cfg.kind != "mlp":
+    if not cfg.model_kind.network:
         return _fitted(lambda: train_candidate(fitted, features, target, cfg, seed), cfg, ws)
     trainer = trainer or TrainerConfig()
     loggers = tensorboard_loggers(trainer, ws, cfg.name, train)

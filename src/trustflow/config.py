@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trustflow.errors import ConfigError
+from trustflow.models.kinds import KINDS, CnnParams, ModelKind, params_problem
 
 
 class Frozen(BaseModel):
@@ -143,25 +144,34 @@ class SplitConfig(Frozen):
         return self
 
 
-CandidateKind = Literal[
-    "logistic_regression",
-    "hist_gradient_boosting",
-    "explainable_boosting",  # InterpretML's glass-box EBM, on the raw features
-    "threshold_optimizer",  # Fairlearn post-processing of another candidate (params.base)
-    "mlp",  # a PyTorch Lightning network on the shared preprocessing (warm-starts from a champion)
-]
-MITIGATION_KINDS = ("threshold_optimizer",)
-
-
 class CandidateConfig(Frozen):
     name: str = Field(pattern=r"^[a-z0-9_-]+$")
-    kind: CandidateKind
+    # One of trustflow.models.kinds.KINDS (the Prefect UI offers them as a list).
+    kind: str = Field(json_schema_extra={"enum": list(KINDS)})
+    # Checked against the kind's params model when the config loads; kept as written, so the
+    # library's defaults apply to what is not set.
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_kind_and_params(self) -> CandidateConfig:
+        if self.kind not in KINDS:
+            raise ValueError(
+                f"candidate '{self.name}': unknown kind '{self.kind}'; known kinds: "
+                + ", ".join(KINDS)
+            )
+        problem = params_problem(KINDS[self.kind], self.params)
+        if problem is not None:
+            raise ValueError(f"candidate '{self.name}' ({self.kind}): {problem}")
+        return self
+
+    @property
+    def model_kind(self) -> ModelKind:
+        return KINDS[self.kind]
 
     @property
     def base(self) -> str | None:
         """The candidate a mitigation post-processes."""
-        return self.params.get("base") if self.kind in MITIGATION_KINDS else None
+        return self.params.get("base") if self.model_kind.mitigation else None
 
 
 class TrainerConfig(Frozen):
@@ -214,9 +224,9 @@ class TrainConfig(Frozen):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"candidate names must be unique, repeated: {duplicated}")
-        bases = {c.name: c for c in self.candidates if c.kind not in MITIGATION_KINDS}
+        bases = {c.name: c for c in self.candidates if not c.model_kind.mitigation}
         for candidate in self.candidates:
-            if candidate.kind in MITIGATION_KINDS and candidate.base not in bases:
+            if candidate.model_kind.mitigation and candidate.base not in bases:
                 raise ValueError(
                     f"candidate '{candidate.name}' ({candidate.kind}) needs params.base naming "
                     f"one of the other candidates {sorted(bases)}, got {candidate.base!r}"
@@ -350,13 +360,14 @@ class TabularConfig(Frozen):
                     "categorical (bin it into a categorical column first)"
                 )
         for candidate in self.train.candidates:
-            if candidate.kind in MITIGATION_KINDS and self.split.valid_size == 0:
+            mitigation = candidate.model_kind.mitigation
+            if mitigation and self.split.valid_size == 0:
                 raise ValueError(
                     f"candidate '{candidate.name}' ({candidate.kind}) is fitted on the "
                     "validation split; split.valid_size must be above 0"
                 )
             mitigated = candidate.params.get("sensitive_feature")
-            if candidate.kind in MITIGATION_KINDS and mitigated not in self.sensitive_features:
+            if mitigation and mitigated not in self.sensitive_features:
                 audited = list(self.sensitive_features) or (
                     f"none: data set '{schema.name}' declares no sensitive_features and "
                     "fairness.features is not set"
@@ -405,7 +416,8 @@ def lower_is_better(metric: Metric) -> bool:
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
-    return f"{where}: {err['msg']}" if where else err["msg"]
+    message = str(err["msg"]).removeprefix("Value error, ")  # our validators' own sentences
+    return f"{where}: {message}" if where else message
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -444,8 +456,15 @@ class NeuralOnnxConfig(Frozen):
 
 class DigitsTrainConfig(Frozen):
     seed: int = 42
-    # The CNN's hyper-parameters (trustflow.models.neural.CNN_DEFAULTS for the defaults).
+    # The CNN's hyper-parameters (trustflow.models.kinds.CnnParams), checked when the config
+    # loads.
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _cnn_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        CnnParams.model_validate(params)
+        return params
 
 
 def _digits_split() -> SplitConfig:

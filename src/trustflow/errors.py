@@ -40,3 +40,7 @@ class DeployError(TrustflowError):
 class IncompleteModel(TrustflowError):
     """A logged model is not whole (pending, failed, or its files differ from their recorded
     hash); it is never registered or reused."""
+
+
+class PromotionConflict(TrustflowError):
+    """Other runs kept moving the serving alias while this run decided; it was left alone."""

@@ -132,3 +132,56 @@ def test_a_tracking_server_lost_mid_run_fails_in_one_line_and_leaves_the_champio
     finally:
         mlflow.terminate()
         mlflow.wait(timeout=30)
+
+
+def test_a_registry_lost_between_registration_and_promotion_moves_no_alias(
+    servers, adult_sample, tmp_path
+) -> None:
+    """v2 is registered; then the server stops before the promote stage can decide. The run
+    fails in one line, and once the same store is back the alias is still on v1."""
+    prefect_api, _ = servers
+    port, home = free_port(), tmp_path / "mlflow"
+    uri = f"http://127.0.0.1:{port}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def trustflow_run(data: Path) -> subprocess.Popen:
+        return subprocess.Popen(
+            [str(BIN / "trustflow"), "run", "--workspace", str(tmp_path / "ws"),
+             "--set", f"data.source=csv:{data}", "--set", FAST_CANDIDATES,
+             "--set", "fairness.max_equalized_odds_difference=null"],
+            env=clean_env(PREFECT_API_URL=prefect_api, MLFLOW_TRACKING_URI=uri),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    mlflow = _mlflow_server(port, home)
+    try:
+        wait_until_up(f"{uri}/health", mlflow)
+        first = trustflow_run(write_csv(adult_sample, tmp_path / "v1.csv"))
+        assert first.wait(timeout=600) == 0, first.stderr.read()  # type: ignore[union-attr]
+        second = trustflow_run(write_csv(adult_sample.iloc[:2500], tmp_path / "v2.csv"))
+        seen = []
+        for line in second.stderr:  # type: ignore[union-attr]
+            seen.append(line)
+            if " register " in line:
+                break
+        mlflow.terminate()
+        mlflow.wait(timeout=30)
+        _, err = second.communicate(timeout=600)
+        err = "".join(seen) + err
+    finally:
+        mlflow.terminate()
+    assert "adult-income v2" in "".join(seen)  # registered before the server went
+    assert second.returncode == 1, err
+    assert " promote " not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: MLflow tracking server {uri} stopped answering during the ")
+    assert "no alias was moved" in last and "Traceback" not in err, err
+
+    mlflow = _mlflow_server(port, home)
+    try:
+        wait_until_up(f"{uri}/health", mlflow)
+        assert str(client.get_model_version_by_alias("adult-income", "champion").version) == "1"
+        assert len(client.search_model_versions("name='adult-income'")) == 2
+    finally:
+        mlflow.terminate()
+        mlflow.wait(timeout=30)

@@ -83,6 +83,30 @@ def test_invalid_config_fails_before_anything_runs(workspace, capsys) -> None:
     assert _state_of(workspace) == before
 
 
+@pytest.mark.parametrize(
+    ("candidate", "names"),
+    [
+        ("{name: svm, kind: svm}", "candidate 'svm': unknown kind 'svm'; known kinds: "),
+        ("{name: hgb, kind: hist_gradient_boosting, params: {max_iters: 30}}",
+         "candidate 'hgb' (hist_gradient_boosting): unknown param 'max_iters'; allowed: "
+         "learning_rate, max_iter,"),
+        ("{name: lr, kind: logistic_regression, params: {C: strong}}",
+         "candidate 'lr' (logistic_regression): params.C = 'strong': Input should be a valid "
+         "number"),
+    ],
+)  # fmt: skip
+def test_a_bad_candidate_fails_before_ingest(candidate, names, workspace, capsys) -> None:
+    before = _state_of(workspace)
+    code, summary, err = run_cli(
+        capsys, "--workspace", str(workspace), "--set", f"train.candidates=[{candidate}]"
+    )
+    assert code == 1 and summary["error_type"] == "ConfigError"
+    assert names in summary["error"]
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert " ingest " not in err
+    assert _state_of(workspace) == before
+
+
 def test_missing_source_file_is_named(workspace, tmp_path, capsys) -> None:
     missing = tmp_path / "nowhere.csv"
     code, summary, _ = run_cli(

@@ -134,3 +134,21 @@ def test_impute_policy_keeps_incomplete_rows_end_to_end(source, adult_sample, tm
     result = state.result()
     assert result.dataset.rows == 3000 and result.dataset.rows_dropped == 0
     assert incomplete > 0 and result.metrics["roc_auc"] > 0.8
+
+
+def test_a_random_forest_candidate_goes_the_whole_way(source, tmp_path) -> None:
+    """A kind added in one registry entry trains, converts with parity, and is registered."""
+    rf = (
+        "train.candidates=[{name: rf, kind: random_forest, params: {n_estimators: 60, "
+        "min_samples_leaf: 5}}]"
+    )
+    state = run_pipeline(
+        small_config(source, rf, "fairness.max_equalized_odds_difference=null"),
+        Workspace(root=tmp_path / "rf"),
+    )
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result.model.candidate == "rf" and result.gates["rf"] == "passed"
+    assert result.onnx.passed and result.onnx.max_abs_diff <= 1e-6
+    version = client_for(tmp_path / "rf").get_model_version("adult-income", "1")
+    assert version.tags["trustflow.candidate.kind"] == "random_forest"

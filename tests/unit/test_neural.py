@@ -103,7 +103,7 @@ def test_cuda_is_used_when_present_and_refused_when_absent() -> None:
 
 def test_unknown_network_params_are_named() -> None:
     x, y = np.zeros((4, 3), dtype=np.float32), np.array([0, 1, 0, 1])
-    with pytest.raises(ConfigError, match=r"mlp: unknown params \['layers'\]"):
+    with pytest.raises(ConfigError, match=r"mlp: unknown param 'layers'; allowed: hidden, numeric"):
         NeuralClassifier("mlp", {"layers": 3}).fit(x, y, valid=(x, y))
 
 
@@ -112,7 +112,7 @@ def test_the_tabular_network_exports_with_a_dynamic_batch_and_is_served(adult) -
     cfg = TabularConfig().train.candidates[-1]
     assert cfg.kind == "mlp"
     model = train_network(pre, train, valid, cfg.model_copy(update={"params": FAST}), 0, "cpu")
-    graph = convert_pipeline(model, SCHEMA, OnnxConfig())
+    graph = convert_pipeline(model, SCHEMA, OnnxConfig(), "network")
     scorer = Scorer(ModelRelease("adult-income", "1", "test", graph.SerializeToString()))
     assert list(scorer.columns) == SCHEMA.feature_columns  # one (n, 1) input per column
     for rows in (1, 7, len(test[0])):

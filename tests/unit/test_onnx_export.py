@@ -33,7 +33,7 @@ def _fit(cfg: CandidateConfig, data):
 @pytest.mark.parametrize("cfg", CANDIDATES, ids=lambda c: c.name)
 def test_pipeline_converts_and_matches_the_native_model(cfg, data) -> None:
     model = _fit(cfg, data)
-    graph = convert_pipeline(model, SCHEMA, OnnxConfig())
+    graph = convert_pipeline(model, SCHEMA, OnnxConfig(), cfg.model_kind.onnx)
 
     assert [i.name for i in graph.graph.input] == SCHEMA.feature_columns  # clients send columns
     assert [o.name for o in graph.graph.output] == ["label", "probabilities"]
@@ -47,8 +47,8 @@ def test_pipeline_converts_and_matches_the_native_model(cfg, data) -> None:
 def test_the_same_model_converts_to_the_same_bytes(cfg, data) -> None:
     """The ONNX file's hash is part of a model's content address."""
     model = _fit(cfg, data)
-    first = convert_pipeline(model, SCHEMA, OnnxConfig()).SerializeToString()
-    assert convert_pipeline(model, SCHEMA, OnnxConfig()).SerializeToString() == first
+    first = convert_pipeline(model, SCHEMA, OnnxConfig(), "skl2onnx").SerializeToString()
+    assert convert_pipeline(model, SCHEMA, OnnxConfig(), "skl2onnx").SerializeToString() == first
 
 
 def test_missing_values_score_like_the_native_model(data) -> None:
@@ -59,7 +59,8 @@ def test_missing_values_score_like_the_native_model(data) -> None:
     rows = data.test.head(3).copy()
     rows.loc[rows.index[0], "occupation"] = None  # sent to ONNX as ""
     rows.loc[rows.index[1], "age"] = np.nan
-    session = inference_session(convert_pipeline(model, SCHEMA, OnnxConfig()).SerializeToString())
+    graph = convert_pipeline(model, SCHEMA, OnnxConfig(), "skl2onnx")
+    session = inference_session(graph.SerializeToString())
     _, probabilities = session.run(None, to_feed(rows, SCHEMA))
     native = model.predict_proba(rows[SCHEMA.feature_columns])
     np.testing.assert_allclose(probabilities, native, atol=1e-6)
@@ -71,7 +72,7 @@ def test_parity_fails_with_a_reason_naming_the_limit(data) -> None:
         fit_preprocessor(data.train, SCHEMA), features, target, CANDIDATES[1], 0
     )
     strict = OnnxConfig(max_abs_diff=1e-30)
-    graph = convert_pipeline(model, SCHEMA, strict).SerializeToString()
+    graph = convert_pipeline(model, SCHEMA, strict, "skl2onnx").SerializeToString()
     parity = check_parity(model, graph, data.test, SCHEMA, strict).parity
     assert not parity.passed
     assert "exceeds onnx.max_abs_diff = 1e-30" in parity.reason()

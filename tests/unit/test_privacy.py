@@ -108,7 +108,7 @@ def test_the_private_transformer_is_the_standard_one_with_dp_statistics(train) -
     features, target = features_and_target(train, SCHEMA)
     candidate = CONFIG.train.candidates[0]  # logistic regression
     model = train_candidate(transformer, features, target, candidate, seed=0)
-    graph = convert_pipeline(model, SCHEMA, CONFIG.onnx).SerializeToString()
+    graph = convert_pipeline(model, SCHEMA, CONFIG.onnx, "skl2onnx").SerializeToString()
     assert check_parity(model, graph, train, SCHEMA, CONFIG.onnx).parity.passed
 
 

@@ -82,12 +82,12 @@ def test_threshold_optimizer_lowers_the_disparity_of_its_base_model(trained) -> 
 
 def test_a_mitigated_model_says_why_it_cannot_be_exported(trained) -> None:
     with pytest.raises(NotExportable, match=r"cannot be exported to ONNX.*cannot be deployed"):
-        convert_pipeline(trained.fair, SCHEMA, CONFIG.onnx)
+        convert_pipeline(trained.fair, SCHEMA, CONFIG.onnx, None)
 
 
 def test_the_ebm_reads_raw_features_and_converts_with_parity(trained) -> None:
     assert [name for name, _ in trained.ebm.steps] == ["model"]  # no one-hot encoding in front
-    graph = convert_pipeline(trained.ebm, SCHEMA, CONFIG.onnx).SerializeToString()
+    graph = convert_pipeline(trained.ebm, SCHEMA, CONFIG.onnx, "ebm2onnx").SerializeToString()
     report = check_parity(trained.ebm, graph, trained.test, SCHEMA, CONFIG.onnx)
     assert report.parity.passed and report.parity.max_abs_diff < 1e-5, report
     scorer = Scorer(ModelRelease(name="ebm", version="1", source="test", graph=graph))

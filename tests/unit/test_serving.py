@@ -28,7 +28,7 @@ def fitted(adult_sample: pd.DataFrame):
     features, target = features_and_target(splits.train, SCHEMA)
     cfg = CandidateConfig(name="lr", kind="logistic_regression")
     model = train_candidate(fit_preprocessor(splits.train, SCHEMA), features, target, cfg, 0)
-    graph = convert_pipeline(model, SCHEMA, OnnxConfig()).SerializeToString()
+    graph = convert_pipeline(model, SCHEMA, OnnxConfig(), "skl2onnx").SerializeToString()
     rows, _ = features_and_target(splits.test.head(40), SCHEMA)
     return model, Scorer(ModelRelease("lr", "1", "test", graph)), rows
 

@@ -32,6 +32,7 @@ from sklearn.pipeline import Pipeline
 
 from trustflow.config import DatasetSchema, OnnxConfig
 from trustflow.export.metadata import METADATA_CLASSES, METADATA_DATASET, METADATA_TARGET
+from trustflow.models.kinds import OnnxConverter
 
 ML_OPSET = 3  # ai.onnx.ml
 
@@ -50,6 +51,31 @@ class _IntegerFlags:
         if flags is not None:
             attrs["nodes_missing_value_tracks_true"] = [int(flag) for flag in flags]
         return self._container.add_node(*args, **attrs)
+
+
+class _Float32Trees:
+    """A converter container for scikit-learn's decision trees, which compare float32 features
+    with float64 thresholds: the node is fed the features cast to float32, and each threshold
+    becomes the largest float32 at or below it, so ``x <= t`` decides every float32 ``x``
+    exactly as scikit-learn does (rounding thresholds to nearest flips the values between)."""
+
+    def __init__(self, container: Any, scope: Any) -> None:
+        self._container, self._scope = container, scope
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._container, name)
+
+    def add_node(self, op_type: str, inputs: Any, outputs: Any, **attrs: Any) -> Any:
+        thresholds = attrs.get("nodes_values")
+        if op_type.startswith("TreeEnsemble") and thresholds is not None:
+            exact = np.asarray(thresholds, dtype=np.float64)
+            below = exact.astype(np.float32)
+            below = np.where(below > exact, np.nextafter(below, np.float32(-np.inf)), below)
+            attrs["nodes_values"] = below.astype(np.float32)
+            cast = self._scope.get_unique_variable_name("features_float32")
+            self._container.add_node("Cast", inputs, [cast], to=onnx.TensorProto.FLOAT)
+            inputs = [cast]
+        return self._container.add_node(op_type, inputs, outputs, **attrs)
 
 
 class _WithInput:
@@ -74,7 +100,7 @@ def _register_converters() -> None:
         convert_sklearn_random_forest_classifier,
     )
     from skl2onnx.shape_calculators.imputer import calculate_sklearn_imputer_output_shapes
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.impute import SimpleImputer
 
     def boosting_shapes(operator: Any) -> None:
@@ -126,19 +152,39 @@ def _register_converters() -> None:
         SimpleImputer, "SklearnImputer", calculate_sklearn_imputer_output_shapes, convert_imputer
     )
 
+    def convert_forest(scope: Any, operator: Any, container: Any) -> None:
+        # With op_version 3 skl2onnx hands over the thresholds in float64 (from a double
+        # input), which _Float32Trees rounds the way scikit-learn compares.
+        convert_sklearn_random_forest_classifier(
+            scope, operator, _Float32Trees(container, scope), op_version=ML_OPSET
+        )
+
+    update_registered_converter(
+        RandomForestClassifier,
+        "SklearnRandomForestClassifier",
+        calculate_linear_classifier_output_shapes,
+        convert_forest,
+        options={"zipmap": [True, False, "columns"], "nocl": [True, False],
+                 "raw_scores": [True, False], "decision_path": [True, False],
+                 "decision_leaf": [True, False]},
+    )  # fmt: skip
+
 
 class NotExportable(Exception):
     """A model with no ONNX form; its message says why (it cannot be deployed)."""
 
 
-def convert_pipeline(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) -> onnx.ModelProto:
-    """Convert the whole fitted pipeline and validate the graph with ``onnx.checker``."""
-    reason = getattr(model, "onnx_unsupported_reason", None)
-    if reason is not None:
-        raise NotExportable(reason)
-    if _is_glassbox(model):
+def convert_pipeline(
+    model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig, converter: OnnxConverter | None
+) -> onnx.ModelProto:
+    """Convert the whole fitted pipeline with its kind's converter (``ModelKind.onnx``) and
+    validate the graph with ``onnx.checker``. A kind with no converter is NotExportable."""
+    if converter is None:
+        reason = getattr(model, "onnx_unsupported_reason", None)
+        raise NotExportable(reason or "this kind of model has no ONNX converter")
+    if converter == "ebm2onnx":
         graph = _convert_ebm(model, schema)
-    elif _is_neural(model):
+    elif converter == "network":
         graph = _convert_neural(model, schema, cfg)
     else:
         graph = _convert_sklearn(model, schema, cfg)
@@ -181,12 +227,6 @@ def _convert_sklearn(model: Any, schema: DatasetSchema, cfg: OnnxConfig) -> onnx
     return graph
 
 
-def _is_neural(model: Pipeline) -> bool:
-    from trustflow.models.neural import NeuralClassifier
-
-    return isinstance(model.steps[-1][1], NeuralClassifier)
-
-
 def _convert_neural(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) -> onnx.ModelProto:
     """The shared preprocessor (skl2onnx) joined to the network (torch.onnx.export)."""
     from trustflow.export.neural import join, network_graph
@@ -197,11 +237,6 @@ def _convert_neural(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) -> 
     network = model.steps[-1][1]
     body = network_graph(network.network(), network.spec_["inputs"], cfg.opset)
     return join(front, front.graph.output[0].name, body)
-
-
-def _is_glassbox(model: Pipeline) -> bool:
-    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
-    return type(final).__name__ == "ExplainableBoostingClassifier"
 
 
 def _convert_ebm(model: Pipeline, schema: DatasetSchema) -> onnx.ModelProto:

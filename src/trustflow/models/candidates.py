@@ -15,29 +15,22 @@ import numpy as np
 import pandas as pd
 from sklearn.base import ClassifierMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from trustflow.config import MITIGATION_KINDS, CandidateConfig
+from trustflow.config import CandidateConfig
 from trustflow.errors import ConfigError
 from trustflow.models.neural import Accelerator, NeuralClassifier, WarmStart
 
 
 def make_estimator(cfg: CandidateConfig, seed: int) -> ClassifierMixin:
+    """The kind's estimator, unfitted, from its validated params."""
+    kind = cfg.model_kind
+    if kind.build is None:
+        route = "post-processes another candidate" if kind.mitigation else "trains as a network"
+        raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}) {route}: it has no estimator")
     try:
-        if cfg.kind == "logistic_regression":
-            return LogisticRegression(**{"max_iter": 2000, **cfg.params, "random_state": seed})
-        if cfg.kind == "explainable_boosting":
-            from interpret.glassbox import ExplainableBoostingClassifier
-
-            return ExplainableBoostingClassifier(**{**cfg.params, "random_state": seed})
-        if cfg.kind in MITIGATION_KINDS:
-            raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}) post-processes another one")
-        if cfg.kind == "mlp":
-            raise ConfigError(f"candidate '{cfg.name}' (mlp) trains with train_network")
-        return HistGradientBoostingClassifier(**{**cfg.params, "random_state": seed})
-    except TypeError as exc:  # an unknown keyword in params
+        return kind.build(kind.validate(cfg.params), seed)
+    except TypeError as exc:  # a param the installed library does not take
         raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}): {exc}") from exc
 
 
@@ -48,9 +41,10 @@ def train_candidate(
     cfg: CandidateConfig,
     seed: int,
 ) -> Pipeline:
-    """Fit the classifier on the already-fitted preprocessor's output and join the two."""
+    """Fit the classifier on the already-fitted preprocessor's output and join the two (a
+    raw-feature kind's pipeline is the model alone)."""
     estimator = make_estimator(cfg, seed)
-    raw_features = cfg.kind == "explainable_boosting"
+    raw_features = cfg.model_kind.raw_features
     try:
         estimator.fit(features if raw_features else preprocessor.transform(features), target)
     except ValueError as exc:  # sklearn rejects invalid hyper-parameter values at fit time

@@ -30,35 +30,14 @@ from functools import cache
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import ValidationError
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from trustflow.errors import ConfigError
+from trustflow.models.kinds import CnnParams, MlpParams, Params, params_problem_of
 
 Accelerator = Literal["auto", "cpu", "cuda"]
-
-MLP_DEFAULTS: dict[str, Any] = {
-    "hidden": [128, 64],
-    "numeric": 0,  # how many leading inputs are numbers (the shared preprocessor puts them first)
-    "periodic": {"frequencies": 24, "width": 8, "sigma": 1.0},
-    "learning_rate": 5e-4,
-    "fine_tune_learning_rate": 1.25e-4,  # after a warm start: stay near the trained weights
-    "weight_decay": 1e-4,
-    "batch_size": 512,
-    "max_epochs": 40,
-    "patience": 4,
-}
-CNN_DEFAULTS: dict[str, Any] = {
-    "channels": [16, 32],
-    "dense": 64,
-    "learning_rate": 2e-3,
-    "fine_tune_learning_rate": 5e-4,
-    "weight_decay": 1e-4,
-    "batch_size": 64,
-    "max_epochs": 60,
-    "patience": 8,
-    "shift": 1,  # augmentation: random translation by up to this many pixels
-    "image": [8, 8],
-}
+ARCHITECTURE_PARAMS: dict[str, type[Params]] = {"mlp": MlpParams, "cnn": CnnParams}
 
 
 @dataclass(frozen=True)
@@ -305,11 +284,11 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
         self.accelerator = accelerator
 
     def _settings(self) -> dict[str, Any]:
-        defaults = MLP_DEFAULTS if self.kind == "mlp" else CNN_DEFAULTS
-        unknown = sorted(set(self.params or {}) - set(defaults))
-        if unknown:
-            raise ConfigError(f"{self.kind}: unknown params {unknown}; known: {sorted(defaults)}")
-        return {**defaults, **(self.params or {})}
+        model = ARCHITECTURE_PARAMS[self.kind]
+        try:
+            return model.model_validate(self.params or {}).model_dump()
+        except ValidationError as exc:
+            raise ConfigError(f"{self.kind}: {params_problem_of(model, exc)}") from exc
 
     def fit(
         self,
