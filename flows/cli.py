@@ -18,17 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-PIPELINES = ("tabular", "digits")
-STATUS_MARKS = {"running": "[dim]…[/dim]", "done": "[green]✓[/green]", "cached": "[cyan]↺[/cyan]"}
+from flows.pipelines import PIPELINES
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trustflow", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a training pipeline")
-    run.add_argument("pipeline", nargs="?", default="tabular", choices=PIPELINES)
+    run.add_argument("pipeline", nargs="?", default="tabular", choices=list(PIPELINES))
     run.add_argument("--config", help="YAML config file (default: built-in defaults)")
     run.add_argument(
         "--set",
@@ -41,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workspace", help="workspace directory (default: $TRUSTFLOW_WORKSPACE or .)")
     run.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     run.add_argument("--debug", action="store_true", help="show Prefect's logs and tracebacks")
+
+    pipelines = commands.add_parser("pipelines", help="list the pipelines `trustflow run` runs")
+    pipelines.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     deploy = commands.add_parser(
         "deploy", help="deploy a registered model: build context, Docker image, Kubernetes, Triton"
@@ -108,50 +109,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _StageDisplay(logging.Handler):
-    """Prints the flow's stage progress (see flows/progress.py) for people."""
-
-    def __init__(self, console: Console) -> None:
-        super().__init__(logging.INFO)
-        self.console = console
-
-    def emit(self, record: logging.LogRecord) -> None:
-        status = getattr(record, "status", "")
-        if status == "running":
-            return  # one line per stage, printed when it ends
-        mark = STATUS_MARKS.get(status, "")
-        stage, detail = getattr(record, "stage", ""), getattr(record, "detail", "")
-        cached = " [cyan](cached)[/cyan]" if status == "cached" else ""
-        self.console.print(f" {mark} [bold]{stage:<10}[/bold] {detail}{cached}", highlight=False)
-
-
-def _summary_table(summary: dict[str, Any]) -> Table:
-    table = Table(title="train-tabular", title_justify="left")
-    table.add_column("candidate")
-    metrics = list(summary["metrics"])
-    for name in metrics:
-        table.add_column(name, justify="right")
-    for name, values in summary["candidates"].items():
-        best = name == summary["model"]["candidate"]
-        style = "bold green" if best else None
-        table.add_row(
-            name + (" *" if best else ""), *(f"{values[m]:.4f}" for m in metrics), style=style
-        )
-    return table
-
-
-def _print_summary(console: Console, summary: dict[str, Any]) -> None:
-    console.print()
-    console.print(_summary_table(summary))
-    data, model, tracking = summary["dataset"], summary["model"], summary["mlflow"]
-    alias = f" @{model['alias']}" if model["alias"] else ""
-    console.print(
-        f"dataset  {data['name']}  md5 {data['md5']}  {data['rows']:,} rows  ({data['dvc_file']})"
-    )
-    console.print(f"model    {model['name']} v{model['version']}{alias}  ({model['reason']})")
-    console.print(f"mlflow   {tracking['tracking_uri']}  run {tracking['run_id']}")
-
-
 def _quiet_prefect(debug: bool) -> None:
     """Prefect's console logs are for --debug; people see our stage lines instead. Must run
     before Prefect is imported."""
@@ -194,52 +151,46 @@ def run_command(args: argparse.Namespace) -> int:
 
     err = Console(stderr=True, highlight=False)
     workspace = Workspace.resolve(args.workspace)
+    pipeline = PIPELINES[args.pipeline]
     _quiet_prefect(args.debug)
     _isolate_prefect(workspace)
     # Imported here: Prefect reads its settings at import time.
-    from flows.digits import run_digits
-    from flows.tabular import run_pipeline
-    from trustflow.config import DigitsConfig, load_config
+    from trustflow.config import load_config
     from trustflow.errors import ConfigError
 
-    start: Callable[[], Any]
     try:
-        if args.pipeline == "digits":
-            digits = load_config(args.config, args.overrides, DigitsConfig)
-            start = lambda: run_digits(digits, workspace)  # noqa: E731
-        else:
-            tabular = load_config(args.config, args.overrides)
-            start = lambda: run_pipeline(tabular, workspace)  # noqa: E731
+        config = load_config(args.config, args.overrides, pipeline.config)
     except ConfigError as exc:
         return _fail(err, args, exc)
-    title = f"[bold]train-{args.pipeline}[/bold] in {workspace.root}"
-    code, summary = _run_flow(args, err, title, start)
+    title = f"[bold]{pipeline.flow_name}[/bold] in {workspace.root}"
+    code, summary = _run_flow(args, err, title, lambda: pipeline.run(config, workspace))
     if summary is None:
         return code
     if args.json:
         print(json.dumps(summary))
-    elif args.pipeline == "digits":
-        _print_digits_summary(summary)
     else:
-        _print_summary(Console(highlight=False), summary)
+        pipeline.show(summary)
     return 0
 
 
-def _print_digits_summary(summary: dict[str, Any]) -> None:
-    model, training, metrics = summary["model"], summary["training"], summary["metrics"]
-    alias = f" @{model['alias']}" if model["alias"] else ""
-    print()
-    print(
-        f"test     accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
-        f"log loss {metrics['log_loss']:.4f}"
-    )
-    print(
-        f"training {training['epochs']} epochs (best {training['best_epoch']}) in "
-        f"{training['fit_seconds']:.1f} s on {training['device']}"
-    )
-    print(f"onnx     max |diff| {summary['onnx']['max_abs_diff']:.1e} (parity passed)")
-    print(f"model    {model['name']} v{model['version']}{alias}  ({model['reason']})")
-    print(f"mlflow   {summary['mlflow']['tracking_uri']}  run {summary['mlflow']['run_id']}")
+def pipelines_command(args: argparse.Namespace) -> int:
+    rows = [
+        {
+            "name": p.name,
+            "flow": p.flow_name,
+            "experiment": p.experiment,
+            "model": p.model_name,
+            "config": str(p.config_file.relative_to(p.config_file.parents[1])),
+            "summary": p.summary,
+        }
+        for p in PIPELINES.values()
+    ]
+    if args.json:
+        print(json.dumps({"pipelines": rows}))
+        return 0
+    for row in rows:
+        print(f"{row['name']:<8} {row['flow']:<14} model {row['model']:<13} {row['summary']}")
+    return 0
 
 
 def _run_flow(
@@ -247,11 +198,13 @@ def _run_flow(
 ) -> tuple[int, dict[str, Any] | None]:
     """Run a flow with the stage display (or, with --json, a clean stdout); (exit code, the
     flow's summary or None when it failed)."""
+    from flows.progress import StageDisplay
+
     progress = logging.getLogger("trustflow.progress")
     progress.setLevel(logging.INFO)
     progress.propagate = False
     if not args.json:
-        progress.addHandler(_StageDisplay(err))
+        progress.addHandler(StageDisplay(err))
         err.print(title)
     if args.json:
         # stdout carries exactly one JSON object: whatever a library prints meanwhile goes to
@@ -385,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             return server_command(args)
         if args.command == "deploy":
             return deploy_command(args)
+        if args.command == "pipelines":
+            return pipelines_command(args)
         return run_command(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

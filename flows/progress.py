@@ -9,6 +9,8 @@ from typing import Any, TypeVar, cast
 from prefect import Task, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.states import State
+from rich.console import Console
+from rich.table import Table
 
 T = TypeVar("T")
 
@@ -75,3 +77,70 @@ class StageLog:
         for future in futures:
             future.wait()
         return self._note(stage, [future.state for future in futures], detail)
+
+
+STATUS_MARKS = {"running": "[dim]…[/dim]", "done": "[green]✓[/green]", "cached": "[cyan]↺[/cyan]"}
+
+
+class StageDisplay(logging.Handler):
+    """Prints the stage lines (``report``) for people: one line per stage, when it ends."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.INFO)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        status = getattr(record, "status", "")
+        if status == "running":
+            return  # one line per stage, printed when it ends
+        mark = STATUS_MARKS.get(status, "")
+        stage, detail = getattr(record, "stage", ""), getattr(record, "detail", "")
+        cached = " [cyan](cached)[/cyan]" if status == "cached" else ""
+        self.console.print(f" {mark} [bold]{stage:<10}[/bold] {detail}{cached}", highlight=False)
+
+
+def _summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title="train-tabular", title_justify="left")
+    table.add_column("candidate")
+    metrics = list(summary["metrics"])
+    for name in metrics:
+        table.add_column(name, justify="right")
+    for name, values in summary["candidates"].items():
+        best = name == summary["model"]["candidate"]
+        style = "bold green" if best else None
+        table.add_row(
+            name + (" *" if best else ""), *(f"{values[m]:.4f}" for m in metrics), style=style
+        )
+    return table
+
+
+def show_tabular(summary: dict[str, Any]) -> None:
+    """train-tabular's summary for people: the candidates' table, the data, the model."""
+    console = Console(highlight=False)
+    console.print()
+    console.print(_summary_table(summary))
+    data, model, tracking = summary["dataset"], summary["model"], summary["mlflow"]
+    alias = f" @{model['alias']}" if model["alias"] else ""
+    console.print(
+        f"dataset  {data['name']}  md5 {data['md5']}  {data['rows']:,} rows  ({data['dvc_file']})"
+    )
+    console.print(f"model    {model['name']} v{model['version']}{alias}  ({model['reason']})")
+    console.print(f"mlflow   {tracking['tracking_uri']}  run {tracking['run_id']}")
+
+
+def show_digits(summary: dict[str, Any]) -> None:
+    """train-digits' summary for people."""
+    model, training, metrics = summary["model"], summary["training"], summary["metrics"]
+    alias = f" @{model['alias']}" if model["alias"] else ""
+    print()
+    print(
+        f"test     accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}  "
+        f"log loss {metrics['log_loss']:.4f}"
+    )
+    print(
+        f"training {training['epochs']} epochs (best {training['best_epoch']}) in "
+        f"{training['fit_seconds']:.1f} s on {training['device']}"
+    )
+    print(f"onnx     max |diff| {summary['onnx']['max_abs_diff']:.1e} (parity passed)")
+    print(f"model    {model['name']} v{model['version']}{alias}  ({model['reason']})")
+    print(f"mlflow   {summary['mlflow']['tracking_uri']}  run {summary['mlflow']['run_id']}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -500,14 +500,26 @@ class DigitsConfig(Frozen):
         return self
 
 
-PipelineConfig = TypeVar("PipelineConfig", TabularConfig, DigitsConfig)
+PipelineConfig = TypeVar("PipelineConfig", bound=BaseModel)
+
+
+@overload
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> TabularConfig: ...
+
+
+@overload
+def load_config(
+    path: str | Path | None, overrides: list[str] | None, kind: type[PipelineConfig]
+) -> PipelineConfig: ...
 
 
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
-    kind: type[PipelineConfig] = TabularConfig,  # type: ignore[assignment]
-) -> PipelineConfig:
+    kind: type[BaseModel] = TabularConfig,
+) -> BaseModel:
     """Read a YAML config (or the defaults), apply ``--set`` overrides, validate."""
     tree: dict[str, Any] = {}
     if path is not None:
