@@ -131,6 +131,22 @@ def _isolate_prefect(workspace: Any) -> None:
     os.environ["PREFECT_HOME"] = str(workspace.prefect_home)
 
 
+# Prefect's own message when its temporary server does not answer in time (it goes on with the
+# server's whole output).
+EPHEMERAL_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API server"
+
+
+def _ephemeral_server_error() -> Exception:
+    from trustflow.errors import TrustflowError
+
+    seconds = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "?")
+    return TrustflowError(
+        f"Prefect's temporary server did not answer within {seconds} s (the machine may be "
+        "busy); nothing was run. Raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or "
+        "start a server once with `trustflow server up` and set PREFECT_API_URL"
+    )
+
+
 def _fail(err: Console, args: argparse.Namespace, exc: BaseException) -> int:
     from trustflow.errors import TrustflowError
 
@@ -206,13 +222,15 @@ def _run_flow(
     if not args.json:
         progress.addHandler(StageDisplay(err))
         err.print(title)
-    if args.json:
-        # stdout carries exactly one JSON object: whatever a library prints meanwhile goes to
-        # stderr instead.
-        with contextlib.redirect_stdout(sys.stderr):
+    try:
+        # With --json, stdout carries exactly one JSON object: whatever a library prints
+        # meanwhile goes to stderr instead.
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
             state = start()
-    else:
-        state = start()
+    except RuntimeError as exc:
+        if not str(exc).startswith(EPHEMERAL_TIMEOUT):
+            raise
+        return _fail(err, args, _ephemeral_server_error()), None
     outcome = state.result(raise_on_failure=False)
     if not state.is_completed() or isinstance(outcome, BaseException):
         error = outcome if isinstance(outcome, BaseException) else RuntimeError(state.message)

@@ -19,10 +19,10 @@ from flows.progress import StageLog, describe_lineage, describe_splits
 from tasks import tracking
 from tasks.data import split_dataset, version_dataset
 from tasks.digits import (
+    digits_score,
     evaluate_digits,
     export_digits,
     ingest_digits,
-    promote_digits,
     track_digits,
 )
 from tasks.digits import train_digits as train_task
@@ -141,13 +141,15 @@ def train_digits(
         raise GateFailed(f"{config.registry.model_name} not registered: {export.reason()}")
     promotion = stages.run(
         "promote",
-        promote_digits,
+        tracking.promote,
         registration.version,
         registration.new_version,
-        trained,
+        trained.model,
         metrics[config.registry.metric],
         config.registry,
         splits.test,
+        TARGET,
+        digits_score(config.registry.metric),
         detail=lambda p: p.reason,
     )
     network = load_artifact(trained.model).steps[-1][1]

@@ -428,10 +428,12 @@ def train_tabular(
             tracking.promote,
             version,
             new_version,
-            best,
+            best.candidate.model,
+            float(getattr(best.evaluation.metrics, metric)),
             config.registry,
-            schema,
             splits.test,
+            schema.target.column,
+            tracking.tabular_score(schema, metric),
             detail=lambda p: p.reason,
         )
         tracking.record_outcome(run.run_id, promotion)

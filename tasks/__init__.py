@@ -16,5 +16,8 @@ for _name, _value in {
     # not MLflow's default of several minutes, then fail the run (the alias moves last).
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    # Prefect's temporary server (the local engine) gets 20 s to answer by default; a new
+    # workspace's database migrates first, and on a busy 2-core machine that can take longer.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }.items():
     os.environ.setdefault(_name, _value)

@@ -20,18 +20,13 @@ from sklearn.pipeline import Pipeline
 from tasks.caching import CONTENT_CACHE
 from tasks.data import Lineage
 from tasks.tracking import (
-    CANDIDATE_KIND_TAG,
-    FAIRNESS_PASSED_TAG,
-    GIT_REVISION_TAG,
     MODEL_REQUIREMENTS,
     ONNX_SHA_TAG,
     OWNER_TAG,
-    PARITY_PASSED_TAG,
     SHA_TAG,
-    Promotion,
-    compare_with_champion,
+    Scorer,
+    VersionFacts,
     configure,
-    decide_promotion,
     experiment_id_for,
     log_model_once,
     log_seen_rows,
@@ -41,7 +36,7 @@ from tasks.tracking import (
     run_owner,
 )
 from tasks.train import tensorboard_loggers
-from trustflow.config import DigitsConfig, RegistryConfig, TrainerConfig
+from trustflow.config import DigitsConfig, TrainerConfig
 from trustflow.data.digits import CLASSES, PIXELS, TARGET, digits_frame, features
 from trustflow.export.metadata import METADATA_CLASSES, METADATA_DATASET, METADATA_TARGET
 from trustflow.export.neural import allclose_parity, concat_front, join, network_graph
@@ -223,45 +218,21 @@ def track_digits(
         content,
         model_uri,
         run.info.run_id,
-        {
-            "trustflow.candidate": "digits-cnn",
-            CANDIDATE_KIND_TAG: "cnn",
-            "trustflow.run_id": run.info.run_id,
-            "trustflow.data.md5": lineage.data.md5,
-            GIT_REVISION_TAG: lineage.git_revision or "unknown",
-            PARITY_PASSED_TAG: "true",
-            "trustflow.onnx.parity": export.reason(),
-            FAIRNESS_PASSED_TAG: "true",  # no people in the data: nothing to audit
-            "trustflow.fairness": "not applicable: images of digits, no sensitive features",
-            **{f"trustflow.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
-        },
+        VersionFacts(
+            candidate="digits-cnn",
+            kind="cnn",
+            run_id=run.info.run_id,
+            lineage=lineage,
+            parity_passed=True,
+            parity=export.reason(),
+            fairness_passed=True,  # no people in the data: nothing to audit
+            fairness="not applicable: images of digits, no sensitive features",
+            metrics=metrics,
+        ),
     )
     return DigitsRegistration(run_id=run.info.run_id, version=version, new_version=new)
 
 
-@task(name="promote", cache_policy=NO_CACHE, persist_result=False)
-def promote_digits(
-    version: str,
-    new_version: bool,
-    trained: TrainedNetwork,
-    held_out: float,
-    registry: RegistryConfig,
-    test: DataRef,
-) -> Promotion:
-    """Move the alias to ``version`` only if it beats the champion on the configured metric,
-    both scored on test images the champion never trained on."""
-    return decide_promotion(
-        version,
-        new_version,
-        held_out,
-        registry,
-        lambda champion: compare_with_champion(
-            champion,
-            registry,
-            read_frame(test),
-            TARGET,
-            load_artifact(trained.model),
-            held_out,
-            lambda model, frame: _metrics(model, frame)[registry.metric],
-        ),
-    )
+def digits_score(metric: str) -> Scorer:
+    """The digits model's ``metric`` on a frame of images."""
+    return lambda model, frame: _metrics(model, frame)[metric]

@@ -59,7 +59,7 @@ from trustflow.models.neural import NeuralClassifier, WarmStart
 from trustflow.models.preprocess import features_and_target
 from trustflow.privacy.mechanisms import PrivateRelease
 from trustflow.promotion import Comparison, decide
-from trustflow.refs import DataRef
+from trustflow.refs import ArtifactRef, DataRef
 from trustflow.serving.scorer import ModelLoadError, ModelRejected, ModelRelease
 from trustflow.workspace import Workspace
 
@@ -700,6 +700,37 @@ def find_warm_start(
     return network.warm_start(uri), f"fine-tunes from {uri}"
 
 
+class VersionFacts(BaseModel):
+    """What every registered version records, whatever the pipeline: where it came from, its
+    gates' verdicts and its held-out metrics (the model card and the server read them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    candidate: str
+    kind: str
+    run_id: str  # the pipeline's run: its seen rows, config and lineage
+    lineage: Lineage
+    parity_passed: bool
+    parity: str
+    fairness_passed: bool
+    fairness: str
+    metrics: dict[str, float]
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "trustflow.candidate": self.candidate,
+            CANDIDATE_KIND_TAG: self.kind,
+            "trustflow.run_id": self.run_id,
+            "trustflow.data.md5": self.lineage.data.md5,
+            GIT_REVISION_TAG: self.lineage.git_revision or "unknown",
+            PARITY_PASSED_TAG: str(self.parity_passed).lower(),
+            "trustflow.onnx.parity": self.parity,
+            FAIRNESS_PASSED_TAG: str(self.fairness_passed).lower(),
+            "trustflow.fairness": self.fairness[:5000],
+            **{f"trustflow.metric.{k}": f"{v:.6f}" for k, v in self.metrics.items()},
+        }
+
+
 @task(name="register", cache_policy=NO_CACHE, persist_result=False)
 def register_best(
     run: TrackedRun,
@@ -711,26 +742,22 @@ def register_best(
 ) -> tuple[str, bool]:
     """Register the best candidate as a version of ``registry.model_name``; a version with the
     same content (native and ONNX hashes) is reused instead of duplicated."""
-    name = registry.model_name
-    content = content_tags(best.candidate.model.sha256, export)
-    metrics = best.evaluation.metrics.model_dump()
     return register_version(
-        name,
-        content,
+        registry.model_name,
+        content_tags(best.candidate.model.sha256, export),
         run.model_uris[best.candidate.name],
         run.candidate_runs[best.candidate.name],
-        {
-            "trustflow.candidate": best.candidate.name,
-            CANDIDATE_KIND_TAG: best.candidate.config.kind,
-            "trustflow.run_id": run.run_id,
-            "trustflow.data.md5": lineage.data.md5,
-            GIT_REVISION_TAG: lineage.git_revision or "unknown",
-            PARITY_PASSED_TAG: str(export.passed).lower(),
-            "trustflow.onnx.parity": export.reason(),
-            FAIRNESS_PASSED_TAG: str(audited.audit.passed).lower(),
-            "trustflow.fairness": audited.audit.reason()[:5000],
-            **{f"trustflow.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
-        },
+        VersionFacts(
+            candidate=best.candidate.name,
+            kind=best.candidate.config.kind,
+            run_id=run.run_id,
+            lineage=lineage,
+            parity_passed=export.passed,
+            parity=export.reason(),
+            fairness_passed=audited.audit.passed,
+            fairness=audited.audit.reason(),
+            metrics=best.evaluation.metrics.model_dump(),
+        ),
     )
 
 
@@ -744,7 +771,7 @@ def version_model_id(version: Any) -> str | None:
 
 
 def register_version(
-    name: str, content: dict[str, str], model_uri: str, run_id: str, tags: dict[str, str]
+    name: str, content: dict[str, str], model_uri: str, run_id: str, facts: VersionFacts
 ) -> tuple[str, bool]:
     """A new version of ``name`` for the logged model ``model_uri``, or the existing version with
     the same content tags (native and ONNX hashes) whose model is whole; (version, whether it is
@@ -770,7 +797,7 @@ def register_version(
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     version = client.create_model_version(
-        name, source=model_uri, run_id=run_id, model_id=model_id, tags={**content, **tags}
+        name, source=model_uri, run_id=run_id, model_id=model_id, tags={**content, **facts.tags()}
     )
     return str(version.version), True
 
@@ -847,7 +874,9 @@ def compare_with_champion(
     )
 
 
-def _tabular_score(schema: DatasetSchema, metric: str) -> Scorer:
+def tabular_score(schema: DatasetSchema, metric: str) -> Scorer:
+    """A tabular model's ``metric`` on a frame of the schema's rows."""
+
     def score(model: Any, frame: pd.DataFrame) -> float:
         features, target = features_and_target(frame, schema)
         return float(getattr(evaluate_model(model, features, target).metrics, metric))
@@ -859,14 +888,16 @@ def _tabular_score(schema: DatasetSchema, metric: str) -> Scorer:
 def promote(
     version: str,
     new_version: bool,
-    best: EvaluatedCandidate,
+    model: ArtifactRef,
+    held_out: float,
     registry: RegistryConfig,
-    schema: DatasetSchema,
     test: DataRef,
+    target: str,
+    score: Scorer,
 ) -> Promotion:
-    """Move the alias to ``version`` only if it beats the champion on the configured metric,
-    both scored on test rows the champion never trained on."""
-    held_out = float(getattr(best.evaluation.metrics, registry.metric))
+    """Move the alias to ``version`` (the registered ``model``, whose held-out score is
+    ``held_out``) only if it beats the champion on the configured metric, both scored by
+    ``score`` on test rows the champion never trained on."""
     return decide_promotion(
         version,
         new_version,
@@ -876,10 +907,10 @@ def promote(
             champion,
             registry,
             read_frame(test),
-            schema.target.column,
-            load_artifact(best.candidate.model),
+            target,
+            load_artifact(model),
             held_out,
-            _tabular_score(schema, registry.metric),
+            score,
         ),
     )
 

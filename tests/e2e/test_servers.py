@@ -27,6 +27,20 @@ def _mlflow_server(port: int, home: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def _stop_server_after(stage: str, run: subprocess.Popen, server: subprocess.Popen) -> str:
+    """Stop ``server`` as soon as ``run`` prints the line of ``stage`` (people's stage lines
+    tell where a run is); the run's whole stderr once it ends."""
+    seen = []
+    for line in run.stderr:  # type: ignore[union-attr]
+        seen.append(line)
+        if stage in line:
+            break
+    server.terminate()
+    server.wait(timeout=30)
+    _, err = run.communicate(timeout=600)
+    return "".join(seen) + err
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory) -> Iterator[tuple[str, str]]:
     home = tmp_path_factory.mktemp("servers")
@@ -109,15 +123,7 @@ def test_a_tracking_server_lost_mid_run_fails_in_one_line_and_leaves_the_champio
         # New data, so this run would register v2; the server goes away while it trains. (The
         # stage lines people see tell when training starts.)
         second = trustflow_run(write_csv(adult_sample.iloc[:2500], tmp_path / "v2.csv"))
-        seen = []
-        for line in second.stderr:  # type: ignore[union-attr]
-            seen.append(line)
-            if " split " in line:
-                break
-        mlflow.terminate()
-        mlflow.wait(timeout=30)
-        _, err = second.communicate(timeout=600)
-        err = "".join(seen) + err
+        err = _stop_server_after(" split ", second, mlflow)
     finally:
         mlflow.terminate()
     assert second.returncode == 1, err
@@ -159,18 +165,10 @@ def test_a_registry_lost_between_registration_and_promotion_moves_no_alias(
         first = trustflow_run(write_csv(adult_sample, tmp_path / "v1.csv"))
         assert first.wait(timeout=600) == 0, first.stderr.read()  # type: ignore[union-attr]
         second = trustflow_run(write_csv(adult_sample.iloc[:2500], tmp_path / "v2.csv"))
-        seen = []
-        for line in second.stderr:  # type: ignore[union-attr]
-            seen.append(line)
-            if " register " in line:
-                break
-        mlflow.terminate()
-        mlflow.wait(timeout=30)
-        _, err = second.communicate(timeout=600)
-        err = "".join(seen) + err
+        err = _stop_server_after(" register ", second, mlflow)
     finally:
         mlflow.terminate()
-    assert "adult-income v2" in "".join(seen)  # registered before the server went
+    assert "adult-income v2" in err.split(" register ")[1]  # registered before the server went
     assert second.returncode == 1, err
     assert " promote " not in err
     last = err.strip().splitlines()[-1]
