@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import yaml
 from prefect import task
@@ -78,7 +79,7 @@ def _git_revision(path: Path) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def open_dvc_repo(root: Path):  # -> dvc.repo.Repo (imported lazily: DVC is slow to import)
+def open_dvc_repo(root: Path) -> Any:  # dvc.repo.Repo (imported lazily: DVC is slow to import)
     """Open the workspace's DVC repository, creating it on first use."""
     from dvc.repo import Repo
 
@@ -93,7 +94,7 @@ def open_dvc_repo(root: Path):  # -> dvc.repo.Repo (imported lazily: DVC is slow
     return Repo(str(root))
 
 
-def _remote_url(url: str, root: Path):  # -> str | dvc.config_schema.RelPath
+def _remote_url(url: str, root: Path) -> str:  # a RelPath (a str) inside the workspace
     """A remote inside the workspace is written relative to ``.dvc/`` (DVC's RelPath), so a
     copied or moved workspace pushes into its own remote, not the original's."""
     from dvc.config_schema import RelPath
@@ -102,7 +103,7 @@ def _remote_url(url: str, root: Path):  # -> str | dvc.config_schema.RelPath
     return RelPath(str(path)) if path.is_absolute() and path.is_relative_to(root) else url
 
 
-def ensure_remote(repo, url: str) -> str:
+def ensure_remote(repo: Any, url: str) -> str:
     """Make ``url`` the default remote unless the repository already names one."""
     with repo.config.edit("local") as local:
         configured = repo.config["core"].get("remote")

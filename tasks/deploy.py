@@ -138,4 +138,4 @@ def record_deployment(
     client.set_model_version_tag(
         release.name, release.version, f"trustflow.deployed.{target}", where
     )
-    return run.info.run_id
+    return str(run.info.run_id)

@@ -362,7 +362,7 @@ def _local_files(artifact_location: str) -> Iterator[Path]:
     """The files of a logged model as a local directory: in place for a local store, else a
     temporary download."""
     if artifact_location.startswith("file:"):
-        yield Path(local_file_uri_to_path(artifact_location))
+        yield Path(local_file_uri_to_path(artifact_location))  # type: ignore[no-untyped-call]
         return
     with tempfile.TemporaryDirectory(prefix="trustflow-verify-") as tmp:
         yield Path(mlflow.artifacts.download_artifacts(artifact_location, dst_path=tmp))
@@ -828,7 +828,7 @@ def _seen_by(version: Any) -> np.ndarray | None:
     if SEEN_ROWS_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
         return None
     with tempfile.TemporaryDirectory(prefix="trustflow-rows-") as tmp:
-        return np.load(client.download_artifacts(run_id, SEEN_ROWS_ARTIFACT, tmp))
+        return np.asarray(np.load(client.download_artifacts(run_id, SEEN_ROWS_ARTIFACT, tmp)))
 
 
 Scorer = Callable[[Any, pd.DataFrame], float]

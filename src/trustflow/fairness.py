@@ -173,7 +173,7 @@ def _finest_counts(
         sensitive_features=groups,
     )
     # by_group lists every combination of values; the ones with no rows are empty (NaN).
-    table = metrics.by_group.dropna(subset=["count"]).reset_index()
+    table: pd.DataFrame = metrics.by_group.dropna(subset=["count"]).reset_index()
     return table[table["count"] > 0]
 
 

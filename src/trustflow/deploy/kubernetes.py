@@ -59,7 +59,9 @@ def _pod_template(resource: dict[str, Any]) -> dict[str, Any] | None:
     return resource.get("spec", {}).get("template") if resource["kind"] == "Deployment" else None
 
 
-def _add_labels(resource: dict[str, Any], pairs: dict[str, str], selectors: bool, templates: bool):
+def _add_labels(
+    resource: dict[str, Any], pairs: dict[str, str], selectors: bool, templates: bool
+) -> None:
     resource["metadata"].setdefault("labels", {}).update(pairs)
     spec = resource.get("spec", {})
     template = _pod_template(resource)

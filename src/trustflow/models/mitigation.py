@@ -34,7 +34,7 @@ NOT_EXPORTABLE = (
 )
 
 
-class FairThresholdClassifier(ClassifierMixin, BaseEstimator):
+class FairThresholdClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """A fitted base pipeline post-processed by ``fairlearn.postprocessing.ThresholdOptimizer``;
     the sensitive feature is taken from the feature column of the same name."""
 

@@ -177,7 +177,7 @@ def _shift_images(batch: Any, spec: dict[str, Any], shift: int, generator: Any) 
     return shifted.reshape(batch.shape)
 
 
-def _lightning_module(network: Any, params: dict[str, Any], spec: dict[str, Any], gen: Any):
+def _lightning_module(network: Any, params: dict[str, Any], spec: dict[str, Any], gen: Any) -> Any:
     import lightning as L
     import torch
     import torch.nn.functional as F
@@ -188,7 +188,8 @@ def _lightning_module(network: Any, params: dict[str, Any], spec: dict[str, Any]
             self.network = network
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.network(x)
+            logits: torch.Tensor = self.network(x)
+            return logits
 
         def training_step(self, batch: Any, _: int) -> torch.Tensor:
             x, y = batch
@@ -268,7 +269,7 @@ def _loader(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool, gen: Any) -
     return DataLoader(data, batch_size=batch, shuffle=shuffle, generator=gen, num_workers=0)
 
 
-class NeuralClassifier(ClassifierMixin, BaseEstimator):
+class NeuralClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """A Lightning-trained network as a scikit-learn classifier (labels 0..classes-1)."""
 
     def __init__(
@@ -401,10 +402,10 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
             logits = network(torch.as_tensor(values))
             probabilities = torch.softmax(logits, dim=1).numpy().astype(np.float64)
         # float32 softmax rows sum to 1 only within rounding; scikit-learn's metrics check.
-        return probabilities / probabilities.sum(axis=1, keepdims=True)
+        return np.asarray(probabilities / probabilities.sum(axis=1, keepdims=True))
 
     def predict(self, x: Any) -> np.ndarray:
-        return self.classes_[self.predict_proba(x).argmax(axis=1)]
+        return np.asarray(self.classes_[self.predict_proba(x).argmax(axis=1)])
 
     def epoch_seconds(self) -> list[float]:
         """Each epoch's wall-clock time, from this fit (not kept when the model is pickled)."""

@@ -131,7 +131,7 @@ class ServerMetrics:
         self.exposition = registry
         if multiprocess:
             self.exposition = CollectorRegistry()
-            MultiProcessCollector(self.exposition)
+            MultiProcessCollector(self.exposition)  # type: ignore[no-untyped-call]
         self.requests = Counter(
             "trustflow_requests",
             "HTTP requests answered, by endpoint and status",
