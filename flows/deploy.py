@@ -28,10 +28,10 @@ from tasks.deploy import (
     docker_image,
     docker_preflight,
     kubernetes_manifests,
-    record_deployment,
     resolve_release,
     triton_repository,
 )
+from tasks.tracking.deployments import record_deployment
 from tasks.workspace import adopt_workspace
 from trustflow.deploy.docker import DEFAULT_BASE_IMAGE
 from trustflow.workspace import Workspace

@@ -16,16 +16,16 @@ from prefect.states import State
 from pydantic import BaseModel, ConfigDict
 
 from flows.progress import StageLog, describe_lineage, describe_splits
-from tasks import tracking
 from tasks.data import split_dataset, version_dataset
 from tasks.digits import (
     digits_score,
     evaluate_digits,
     export_digits,
     ingest_digits,
-    track_digits,
 )
 from tasks.digits import train_digits as train_task
+from tasks.tracking import champion, registry, runs
+from tasks.tracking.digits import track_digits
 from tasks.workspace import adopt_workspace
 from trustflow.config import DigitsConfig
 from trustflow.data.digits import ORIGIN, TARGET
@@ -61,7 +61,7 @@ def train_digits(
     stages = StageLog()
     resolve_accelerator(config.trainer.accelerator)  # cuda without a GPU stops here
     stages.run("workspace", adopt_workspace, ws, detail=lambda d: d)
-    stages.run("tracking", tracking.check_tracking_server, ws, detail=lambda d: d)
+    stages.run("tracking", runs.check_tracking_server, ws, detail=lambda d: d)
     data = stages.run("ingest", ingest_digits, ws, detail=lambda r: f"{r.rows:,} images")
     lineage = stages.run(
         "version",
@@ -85,7 +85,7 @@ def train_digits(
     if config.trainer.warm_start:
         warm, _ = stages.run(
             "warm-start",
-            tracking.find_warm_start,
+            registry.find_warm_start,
             config.registry,
             lineage.data.md5,
             ws,
@@ -141,7 +141,7 @@ def train_digits(
         raise GateFailed(f"{config.registry.model_name} not registered: {export.reason()}")
     promotion = stages.run(
         "promote",
-        tracking.promote,
+        champion.promote,
         registration.version,
         registration.new_version,
         trained.model,

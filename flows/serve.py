@@ -36,7 +36,9 @@ SPEC_ENV = "TRUSTFLOW_SERVE_SPEC"
 def model_source(model: str, ws: Workspace) -> ModelSource:
     """``models:/...`` from the workspace's registry (or $MLFLOW_TRACKING_URI), else a file."""
     if model.startswith("models:/"):
-        from tasks.tracking import RegistrySource, configure  # imports MLflow: only when needed
+        # MLflow, but not Prefect: imported only when a models:/ URI needs the registry.
+        from tasks.tracking.source import RegistrySource
+        from tasks.tracking.store import configure
 
         configure(ws)
         return RegistrySource(model)

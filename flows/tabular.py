@@ -17,11 +17,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
 from flows.progress import StageLog, describe_lineage, describe_splits
-from tasks import tracking
 from tasks.data import ingest_dataset, split_dataset, validate_dataset, version_dataset
 from tasks.export import ExportedCandidate, export_onnx
 from tasks.privacy import PrivacySummary, check_budget, preprocess_private, privacy_off
 from tasks.responsible import AuditedCandidate, audit_fairness, explain
+from tasks.tracking import cards, champion, log, registry, runs, store
 from tasks.train import EvaluatedCandidate, evaluate, mitigate, preprocess, train
 from tasks.workspace import adopt_workspace
 from trustflow.config import CandidateConfig, Metric, TabularConfig, lower_is_better
@@ -48,7 +48,7 @@ class ModelSummary(BaseModel):
     promoted: bool
     new_version: bool
     reason: str
-    # What the champion and this model were compared on (see tasks.tracking.Comparison).
+    # What the champion and this model were compared on (see trustflow.promotion.Comparison).
     comparison_rows: int | None = None
     comparison_md5: str | None = None
 
@@ -154,7 +154,7 @@ def train_tabular(
     if networks:
         resolve_accelerator(config.trainer.accelerator)  # cuda without a GPU stops here
     stages.run("workspace", adopt_workspace, ws, detail=lambda d: d)
-    stages.run("tracking", tracking.check_tracking_server, ws, detail=lambda d: d)
+    stages.run("tracking", runs.check_tracking_server, ws, detail=lambda d: d)
     source_digest = None
     if config.privacy.mode != "off":
         # Before any row is read: a run the recorded releases leave no budget for stops here.
@@ -237,7 +237,7 @@ def train_tabular(
     if config.trainer.warm_start and networks:
         warm, _ = stages.run(
             "warm-start",
-            tracking.find_warm_start,
+            registry.find_warm_start,
             config.registry,
             lineage.data.md5,
             ws,
@@ -329,16 +329,16 @@ def train_tabular(
     run = None
     try:
         stages.current = "track"
-        target = tracking.open_tracking(config.tracking, ws)
-        run = tracking.start_pipeline_run(
+        target = runs.open_tracking(config.tracking, ws)
+        run = runs.start_pipeline_run(
             target,
             run_name=f"{schema.name}-{lineage.data.md5[:8]}",
             tags={"trustflow.pipeline": "train-tabular", "trustflow.data.md5": lineage.data.md5},
         )
-        tracking.log_seen_rows(run.run_id, splits.train, splits.valid)
+        log.log_seen_rows(run.run_id, splits.train, splits.valid)
         run = stages.run(
             "track",
-            tracking.track_pipeline,
+            log.track_pipeline,
             run,
             config,
             validated,
@@ -355,7 +355,7 @@ def train_tabular(
         )
         version, new_version = stages.run(
             "register",
-            tracking.register_best,
+            registry.register_best,
             run,
             best,
             exported[best.candidate.name],
@@ -402,7 +402,7 @@ def train_tabular(
         )
         card_uri = stages.run(
             "card",
-            tracking.log_model_card,
+            cards.log_model_card,
             run.run_id,
             config.registry.model_name,
             version,
@@ -421,11 +421,11 @@ def train_tabular(
                 f"{config.registry.model_name} v{version} ({best.candidate.name}) not promoted: "
                 f"{verdict}" + ("" if len(evaluated) == 1 else "; no candidate passed the gates")
             )
-            tracking.record_gate_failure(run.run_id, reason)
+            runs.record_gate_failure(run.run_id, reason)
             raise GateFailed(reason)
         promotion = stages.run(
             "promote",
-            tracking.promote,
+            champion.promote,
             version,
             new_version,
             best.candidate.model,
@@ -433,20 +433,20 @@ def train_tabular(
             config.registry,
             splits.test,
             schema.target.column,
-            tracking.tabular_score(schema, metric),
+            champion.tabular_score(schema, metric),
             detail=lambda p: p.reason,
         )
-        tracking.record_outcome(run.run_id, promotion)
+        runs.record_outcome(run.run_id, promotion)
     except BaseException as exc:
         # A tracking server that went away mid-run gets one plain line, not MLflow's retry
         # trace; the alias moves last, so it has not moved.
-        lost = tracking.lost_tracking_server(ws, stages.current)
+        lost = store.lost_tracking_server(ws, stages.current)
         if lost is not None:
             raise lost from exc
         if run is not None:
-            tracking.end_pipeline_run(run.run_id, ok=False)
+            runs.end_pipeline_run(run.run_id, ok=False)
         raise
-    tracking.end_pipeline_run(run.run_id, ok=True)
+    runs.end_pipeline_run(run.run_id, ok=True)
     onnx_report = best_export.report
     assert onnx_report is not None  # the parity gate passed, so the export exists
 

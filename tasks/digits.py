@@ -7,7 +7,6 @@ import json
 import time
 from typing import Any
 
-import mlflow
 import numpy as np
 import onnx
 import pandas as pd
@@ -18,31 +17,15 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss
 from sklearn.pipeline import Pipeline
 
 from tasks.caching import CONTENT_CACHE
-from tasks.data import Lineage
-from tasks.tracking import (
-    MODEL_REQUIREMENTS,
-    ONNX_SHA_TAG,
-    OWNER_TAG,
-    SHA_TAG,
-    Scorer,
-    VersionFacts,
-    configure,
-    experiment_id_for,
-    log_model_once,
-    log_seen_rows,
-    log_training,
-    reap_abandoned,
-    register_version,
-    run_owner,
-)
+from tasks.tracking.champion import Scorer
 from tasks.train import tensorboard_loggers
-from trustflow.config import DigitsConfig, TrainerConfig
+from trustflow.config import TrainerConfig
 from trustflow.data.digits import CLASSES, PIXELS, TARGET, digits_frame, features
 from trustflow.export.metadata import METADATA_CLASSES, METADATA_DATASET, METADATA_TARGET
 from trustflow.export.neural import allclose_parity, concat_front, join, network_graph
 from trustflow.io import dump_addressed, load_artifact, read_frame, write_addressed, write_frame
 from trustflow.models.neural import NeuralClassifier, WarmStart
-from trustflow.refs import ArtifactRef, DataRef, SplitRefs
+from trustflow.refs import ArtifactRef, DataRef
 from trustflow.workspace import Workspace
 
 
@@ -146,91 +129,6 @@ def export_digits(
         lambda tmp: onnx.save(graph, str(tmp)), ws.artifacts_dir / "onnx", "digits", ".onnx"
     )
     return NetworkExport(onnx=ArtifactRef(path=path, sha256=sha), parity=parity)
-
-
-class DigitsRegistration(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    run_id: str
-    version: str | None  # None when the parity gate failed (nothing to serve, nothing to promote)
-    new_version: bool
-
-
-@task(name="track", cache_policy=NO_CACHE, persist_result=False)
-def track_digits(
-    config: DigitsConfig,
-    lineage: Lineage,
-    trained: TrainedNetwork,
-    metrics: dict[str, float],
-    export: NetworkExport,
-    splits: SplitRefs,
-    ws: Workspace,
-) -> DigitsRegistration:
-    """The run (config, lineage, per-epoch metrics, test metrics, parity, the model with its
-    ONNX form) and, when parity passed, a version of ``registry.model_name``."""
-    configure(ws)
-    model = load_artifact(trained.model)
-    network: NeuralClassifier = model.steps[-1][1]
-    content = {SHA_TAG: trained.model.sha256, ONNX_SHA_TAG: export.onnx.sha256}
-    experiment = experiment_id_for(config.tracking.experiment, ws)
-    example = read_frame(splits.test)[PIXELS].head(5)
-    with mlflow.start_run(
-        experiment_id=experiment,
-        run_name=f"digits-cnn-{lineage.data.md5[:8]}",
-        tags={OWNER_TAG: run_owner()},
-    ) as run:
-        reap_abandoned(experiment, run.info.run_id)
-        log_seen_rows(run.info.run_id, splits.train, splits.valid)
-        mlflow.log_params(
-            {"kind": "cnn", "seed": config.train.seed, "accelerator": config.trainer.accelerator,
-             **{f"params.{k}": str(v) for k, v in config.train.params.items()}}
-        )  # fmt: skip
-        mlflow.log_dict(config.model_dump(mode="json"), "config.yaml")
-        mlflow.log_dict(lineage.model_dump(mode="json"), "lineage.json")
-        mlflow.log_dict(export.parity, "onnx_parity.json")
-        mlflow.log_metrics(
-            {**{f"test.{k}": v for k, v in metrics.items()}, "fit_seconds": trained.fit_seconds,
-             "onnx.max_abs_diff": export.parity["max_abs_diff"]}
-        )  # fmt: skip
-        log_training(network, trained.epoch_seconds, run.info.run_id)
-        mlflow.set_tags(
-            {
-                "trustflow.pipeline": "train-digits",
-                "trustflow.data.md5": lineage.data.md5,
-                "trustflow.data.dvc_file": lineage.dvc_file,
-                "trustflow.onnx.parity": export.reason(),
-                **content,
-            }
-        )
-        model_uri = log_model_once(
-            experiment,
-            content,
-            "digits-cnn",
-            model,
-            export.onnx.path,
-            example,
-            [*MODEL_REQUIREMENTS, "torch", "lightning"],
-        )
-    if not export.passed:
-        return DigitsRegistration(run_id=run.info.run_id, version=None, new_version=False)
-    version, new = register_version(
-        config.registry.model_name,
-        content,
-        model_uri,
-        run.info.run_id,
-        VersionFacts(
-            candidate="digits-cnn",
-            kind="cnn",
-            run_id=run.info.run_id,
-            lineage=lineage,
-            parity_passed=True,
-            parity=export.reason(),
-            fairness_passed=True,  # no people in the data: nothing to audit
-            fairness="not applicable: images of digits, no sensitive features",
-            metrics=metrics,
-        ),
-    )
-    return DigitsRegistration(run_id=run.info.run_id, version=version, new_version=new)
 
 
 def digits_score(metric: str) -> Scorer:

@@ -12,7 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data import relocate_dvc_remotes
-from tasks.tracking import relocate_store
+from tasks.tracking.store import relocate_store
 from trustflow.workspace import Workspace
 
 

@@ -114,10 +114,16 @@ def test_a_pool_without_its_worker_refuses_deployments_and_status_says_so(starte
     ws, report = started
     services = {s["name"]: s for s in report["services"]}
     api = services["prefect"]["url"] + "/api"
-    os.kill(services["worker"]["pid"], signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while process_alive(services["worker"]["pid"]) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    worker = services["worker"]["pid"]
+    # A worker winds down its runs on SIGTERM, which can take a while on a busy machine; what
+    # matters here is that it is gone, so it is killed if it outlasts the wait.
+    for sig, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
+        if process_alive(worker):
+            os.kill(worker, sig)
+        deadline = time.monotonic() + wait
+        while process_alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert not process_alive(worker)
     assert httpx.delete(f"{api}/work_pools/trustflow-process", timeout=10).status_code == 204
 
     status = _server(ws, "status")

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from mlflow.entities import LoggedModelStatus
 
-from tasks.tracking import REAPED_BY_TAG, RegistrySource, version_model_id
+from tasks.tracking.registry import version_model_id
+from tasks.tracking.source import RegistrySource
+from tasks.tracking.tags import REAPED_BY_TAG
 from tests.conftest import FAST_CANDIDATES
 from tests.e2e.processes import pointed_at
 from tests.faults.runs import kill_when, query, run, start_run

@@ -12,7 +12,7 @@ import mlflow.sklearn
 import pandas as pd
 import pytest
 
-from tasks.tracking import version_model_id
+from tasks.tracking.registry import version_model_id
 from tests.conftest import FAST_CANDIDATES, write_csv
 from tests.e2e.processes import pointed_at
 from tests.faults.runs import run

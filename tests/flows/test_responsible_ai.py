@@ -159,7 +159,7 @@ def test_an_impossible_limit_fails_the_run_and_leaves_the_champion(first, ws, so
     run = client.get_run(failed.tags["trustflow.run_id"])
     assert run.info.status == "FAILED" and run.data.tags["trustflow.model.reason"] == message
     with pointed_at(f"sqlite:///{ws.root / 'mlflow.db'}"):
-        from tasks.tracking import RegistrySource
+        from tasks.tracking.source import RegistrySource
 
         with pytest.raises(ModelRejected, match="failed the fairness gate"):
             RegistrySource(f"models:/adult-income/{after[-1]}").load()

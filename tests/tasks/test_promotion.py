@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tasks.tracking import decide_promotion
+from tasks.tracking.champion import decide_promotion
 from tests.e2e.processes import pointed_at
 from trustflow.config import RegistryConfig
 from trustflow.errors import PromotionConflict

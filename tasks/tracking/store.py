@@ -1,0 +1,106 @@
+"""Which MLflow store a workspace uses, whether it answers, and its experiments."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import httpx
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from trustflow.errors import TrackingUnavailable
+from trustflow.workspace import Workspace
+
+
+def configure(ws: Workspace) -> str:
+    """Point MLflow at the workspace store (or $MLFLOW_TRACKING_URI) and quiet its loggers."""
+    for name in ("alembic", "mlflow"):  # schema migrations and "Created version" chatter
+        logging.getLogger(name).setLevel(logging.WARNING)
+    uri = ws.tracking_uri()
+    user_choice = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI; undo that so the environment keeps
+    # meaning "the user's override" and a later workspace in this process gets its own store.
+    if user_choice is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    return uri
+
+
+def relocate_store(ws: Workspace, previous: Path) -> int:
+    """Repoint the workspace's own SQLite store after a copy or move from ``previous``: every
+    recorded path under the old root (experiments' and runs' artifact locations, logged models,
+    version sources, tags such as the model card's URI) now names the same file under the new
+    root. MLflow has no API for this; it keeps absolute URIs in these columns. Returns how many
+    values changed. A store elsewhere ($MLFLOW_TRACKING_URI) is left alone."""
+    if ws.tracking_uri() != f"sqlite:///{ws.mlflow_db}" or not ws.mlflow_db.exists():
+        return 0
+    pairs = {(f"{previous}/", f"{ws.root}/")}
+    pairs.add((previous.as_uri() + "/", ws.root.as_uri() + "/"))  # percent-encoded in URIs
+    changed = 0
+    with contextlib.closing(sqlite3.connect(ws.mlflow_db, timeout=60)) as db:
+        db.execute("BEGIN IMMEDIATE")  # one writer: a concurrent run waits, then finds nothing
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                name, kind = column[1], str(column[2]).upper()
+                if not any(t in kind for t in ("CHAR", "TEXT", "CLOB")):
+                    continue
+                for old, new in pairs:
+                    changed += db.execute(
+                        f'UPDATE "{table}" SET "{name}" = REPLACE("{name}", ?, ?) '
+                        f'WHERE instr("{name}", ?) > 0',
+                        (old, new, old),
+                    ).rowcount
+        db.commit()
+    return changed
+
+
+TRACKING_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds between the five attempts
+
+
+def health_problem(uri: str) -> str | None:
+    """None when the tracking server answers its /health, else what went wrong."""
+    try:
+        response = httpx.get(f"{uri.rstrip('/')}/health", timeout=5)
+    except httpx.HTTPError as exc:
+        return str(exc) or type(exc).__name__
+    return None if response.status_code == 200 else f"HTTP {response.status_code}"
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def lost_tracking_server(ws: Workspace, stage: str) -> TrackingUnavailable | None:
+    """After a failure in the tracking stages: if the tracking server has stopped answering,
+    the error that says so (MLflow has already retried each call with backoff)."""
+    uri = ws.tracking_uri()
+    problem = health_problem(uri) if is_server(uri) else None
+    if problem is None:
+        return None
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
+    return TrackingUnavailable(
+        f"MLflow tracking server {uri} stopped answering during the {stage} stage ({problem}; "
+        f"each call was retried {retries} times with backoff); no alias was moved"
+    )
+
+
+def experiment_id_for(name: str, ws: Workspace) -> str:
+    client = MlflowClient()
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    # With a local store, artifacts live in the workspace too (MLflow's default is ./mlruns
+    # relative to wherever the process started). A tracking server decides for itself.
+    remote = mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks"))
+    location = None if remote else (ws.mlflow_artifacts / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created concurrently by another run
+        return client.get_experiment_by_name(name).experiment_id  # type: ignore[union-attr]

@@ -1,0 +1,37 @@
+"""Tag names trustflow writes on MLflow runs, logged models and registered versions."""
+
+from __future__ import annotations
+
+SHA_TAG = "trustflow.model_sha256"
+
+
+PARITY_PASSED_TAG = "trustflow.onnx.parity_passed"
+
+
+ONNX_SHA_TAG = "trustflow.onnx_sha256"
+
+
+FAIRNESS_PASSED_TAG = "trustflow.fairness.passed"
+
+
+GIT_REVISION_TAG = "trustflow.git_revision"  # of the workspace when the version was trained
+
+
+CANDIDATE_KIND_TAG = "trustflow.candidate.kind"
+
+
+MODEL_CARD_TAG = "trustflow.model_card"
+
+
+FILES_SHA_TAG = "trustflow.files_sha256"  # on a logged model: its files, hashed once uploaded
+
+
+# Written into a model's folder by the registry when a version is created, after the model is
+# complete: not part of what a model's file hash covers.
+REGISTRY_FILES = ("registered_model_meta",)
+
+
+OWNER_TAG = "trustflow.owner"  # on a run: the process that opened it (see run_owner)
+
+
+REAPED_BY_TAG = "trustflow.reaped_by"  # on what a crash left behind: the run that closed it
