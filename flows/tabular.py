@@ -436,7 +436,7 @@ def train_tabular(
             champion.tabular_score(schema, metric),
             detail=lambda p: p.reason,
         )
-        runs.record_outcome(run.run_id, promotion)
+        champion.record_outcome(run.run_id, promotion)
     except BaseException as exc:
         # A tracking server that went away mid-run gets one plain line, not MLflow's retry
         # trace; the alias moves last, so it has not moved.

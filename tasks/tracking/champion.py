@@ -202,3 +202,20 @@ def decide_promotion(
         f"{name}@{alias} was moved by other runs {PROMOTION_ATTEMPTS} times while this run "
         f"decided on v{version}; it was left where they put it"
     )
+
+
+def record_outcome(run_id: str, promotion: Promotion) -> None:
+    client = MlflowClient()
+    client.set_tag(run_id, "trustflow.model.version", promotion.version)
+    client.set_tag(run_id, "trustflow.model.promoted", str(promotion.promoted).lower())
+    client.set_tag(run_id, "trustflow.model.reason", promotion.reason)
+    if promotion.comparison is not None:
+        client.set_tag(run_id, "trustflow.comparison", promotion.comparison)
+        client.set_tag(run_id, "trustflow.comparison.rows", str(promotion.comparison_rows))
+        client.set_tag(run_id, "trustflow.comparison.md5", str(promotion.comparison_md5))
+    client.set_tag(
+        run_id,
+        "mlflow.note.content",
+        f"Registered {promotion.name} v{promotion.version}: {promotion.reason}",
+    )
+    client.log_dict(run_id, promotion.model_dump(mode="json"), "promotion.json")

@@ -14,7 +14,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from tasks.tracking.champion import Promotion
 from tasks.tracking.store import (
     TRACKING_RETRY_DELAYS,
     configure,
@@ -131,23 +130,6 @@ def record_gate_failure(run_id: str, reason: str) -> None:
     client.set_tag(run_id, "trustflow.model.promoted", "false")
     client.set_tag(run_id, "trustflow.model.reason", reason)
     client.set_tag(run_id, "mlflow.note.content", reason)
-
-
-def record_outcome(run_id: str, promotion: Promotion) -> None:
-    client = MlflowClient()
-    client.set_tag(run_id, "trustflow.model.version", promotion.version)
-    client.set_tag(run_id, "trustflow.model.promoted", str(promotion.promoted).lower())
-    client.set_tag(run_id, "trustflow.model.reason", promotion.reason)
-    if promotion.comparison is not None:
-        client.set_tag(run_id, "trustflow.comparison", promotion.comparison)
-        client.set_tag(run_id, "trustflow.comparison.rows", str(promotion.comparison_rows))
-        client.set_tag(run_id, "trustflow.comparison.md5", str(promotion.comparison_md5))
-    client.set_tag(
-        run_id,
-        "mlflow.note.content",
-        f"Registered {promotion.name} v{promotion.version}: {promotion.reason}",
-    )
-    client.log_dict(run_id, promotion.model_dump(mode="json"), "promotion.json")
 
 
 @task(name="tracking-check", cache_policy=NO_CACHE, persist_result=False)
