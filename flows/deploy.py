@@ -22,7 +22,7 @@ from prefect import flow
 from prefect.states import State
 from pydantic import BaseModel, ConfigDict
 
-from flows.progress import StageLog
+from flows.progress import StageLog, same
 from tasks.deploy import (
     bundle,
     docker_image,
@@ -33,6 +33,7 @@ from tasks.deploy import (
 )
 from tasks.tracking.deployments import record_deployment
 from tasks.workspace import adopt_workspace
+from trustflow.deploy.bundle import Release
 from trustflow.deploy.docker import DEFAULT_BASE_IMAGE
 from trustflow.workspace import Workspace
 
@@ -54,6 +55,34 @@ def _mb(size: int) -> str:
 
 
 @flow(name="deploy-model", persist_result=False)
+def describe_release(release: Release) -> str:
+    return (
+        f"{release.name} v{release.version} (onnx {release.sha256[:12]}, "
+        f"data {release.data_md5[:12]})"
+    )
+
+
+def describe_bundle(made: dict[str, Any]) -> str:
+    return f"{made['path']} ({made['files']} files, {made['wheels']} wheels)"
+
+
+def describe_image(image: dict[str, Any]) -> str:
+    return (
+        f"{', '.join(image['tags'])}: {_mb(image['size_over_base_bytes'])} over the base, "
+        f"ready in {image['ready_seconds']:.2f} s, {image['verified_rows']} rows verified "
+        f"(max |diff| {image['max_abs_diff']:.1e})"
+    )
+
+
+def describe_k8s(made: dict[str, Any]) -> str:
+    applied = f", applied to {made['applied_to']}" if made["applied_to"] else ""
+    return f"{len(made['resources'])} resources in {made['manifests']}{applied}"
+
+
+def describe_triton(made: dict[str, Any]) -> str:
+    return f"{made['config']} ({made['inputs']} inputs)"
+
+
 def deploy_model(
     model: str = "models:/adult-income@champion",
     target: Target = "docker",
@@ -70,13 +99,7 @@ def deploy_model(
     ws = Workspace.resolve(workspace)
     adopt_workspace(ws)  # a copied or moved workspace reads its own stores
     stages = StageLog()
-    release = stages.run(
-        "resolve",
-        resolve_release,
-        model,
-        ws,
-        detail=lambda r: f"{r.name} v{r.version} (onnx {r.sha256[:12]}, data {r.data_md5[:12]})",
-    )
+    release = stages.run("resolve", resolve_release, describe_release)(model_uri=model, ws=ws)
     folder = "bundle" if target == "docker" else target
     where = (
         Path(out)
@@ -86,56 +109,25 @@ def deploy_model(
     where = where.expanduser().resolve()
     deployment: dict[str, Any] = {"target": target}
     if target == "docker":
-        deployment["engine"] = stages.run(
-            "engine", docker_preflight, base_image, port, detail=lambda v: v
-        )
+        engine = stages.run("engine", docker_preflight, same)
+        deployment["engine"] = engine(base_image=base_image, port=port)
     if target in ("bundle", "docker"):
-        deployment["bundle"] = stages.run(
-            "bundle",
-            bundle,
-            release,
-            where,
-            vendor_wheels,
-            detail=lambda b: f"{b['path']} ({b['files']} files, {b['wheels']} wheels)",
+        deployment["bundle"] = stages.run("bundle", bundle, describe_bundle)(
+            release=release, out=where, vendor_wheels=vendor_wheels
         )
     if target == "docker":
-        deployment["docker"] = stages.run(
-            "docker",
-            docker_image,
-            release,
-            where,
-            base_image,
-            port,
-            registry,
-            detail=lambda d: (
-                f"{', '.join(d['tags'])}: {_mb(d['size_over_base_bytes'])} over the base, "
-                f"ready in {d['ready_seconds']:.2f} s, {d['verified_rows']} rows verified "
-                f"(max |diff| {d['max_abs_diff']:.1e})"
-            ),
+        deployment["docker"] = stages.run("docker", docker_image, describe_image)(
+            release=release, context=where, base_image=base_image, port=port, registry=registry
         )
     elif target == "kubernetes":
         image = f"{registry.rstrip('/')}/" if registry else ""
         image += f"{release.image_name}:{release.version}"
-        deployment["kubernetes"] = stages.run(
-            "kubernetes",
-            kubernetes_manifests,
-            release,
-            image,
-            where,
-            apply,
-            detail=lambda k: (
-                f"{len(k['resources'])} resources in {k['manifests']}"
-                + (f", applied to {k['applied_to']}" if k["applied_to"] else "")
-            ),
+        deployment["kubernetes"] = stages.run("kubernetes", kubernetes_manifests, describe_k8s)(
+            release=release, image=image, out=where, apply=apply
         )
     elif target == "triton":
-        deployment["triton"] = stages.run(
-            "triton",
-            triton_repository,
-            release,
-            where,
-            gpu,
-            detail=lambda t: f"{t['config']} ({t['inputs']} inputs)",
+        deployment["triton"] = stages.run("triton", triton_repository, describe_triton)(
+            release=release, out=where, gpu=gpu
         )
     run_id = record_deployment(release, target, deployment, where, ws)
     return DeploySummary(
@@ -148,4 +140,5 @@ def deploy_model(
 
 
 def run_deploy(parameters: dict[str, Any]) -> State[Any]:
-    return deploy_model(**parameters, return_state=True)
+    state: State[Any] = deploy_model(**parameters, return_state=True)  # type: ignore[call-arg,assignment]
+    return state

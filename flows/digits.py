@@ -8,6 +8,7 @@ The same data references, tracking, parity gate and registry as train-tabular; n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prefect import flow
@@ -15,7 +16,7 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import State
 from pydantic import BaseModel, ConfigDict
 
-from flows.progress import StageLog, describe_lineage, describe_splits
+from flows.progress import StageLog, describe_lineage, describe_splits, same
 from tasks.data import split_dataset, version_dataset
 from tasks.digits import (
     digits_score,
@@ -25,14 +26,28 @@ from tasks.digits import (
 )
 from tasks.digits import train_digits as train_task
 from tasks.tracking import champion, registry, runs
-from tasks.tracking.digits import track_digits
+from tasks.tracking.digits import DigitsRegistration, track_digits
 from tasks.workspace import adopt_workspace
-from trustflow.config import DigitsConfig
+from trustflow.config import DigitsConfig, RegistryConfig
 from trustflow.data.digits import ORIGIN, TARGET
 from trustflow.errors import GateFailed
 from trustflow.io import load_artifact
 from trustflow.models.neural import resolve_accelerator
 from trustflow.workspace import Workspace
+
+
+def describe_digit_metrics(metrics: dict[str, float]) -> str:
+    return f"accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
+
+
+def describe_digits_run(registry: RegistryConfig) -> Callable[[DigitsRegistration], str]:
+    def describe(registration: DigitsRegistration) -> str:
+        version = registration.version
+        return f"run {registration.run_id}" + (
+            f", {registry.model_name} v{version}" if version else ""
+        )
+
+    return describe
 
 
 class DigitsSummary(BaseModel):
@@ -60,97 +75,63 @@ def train_digits(
     ws = Workspace.resolve(workspace)
     stages = StageLog()
     resolve_accelerator(config.trainer.accelerator)  # cuda without a GPU stops here
-    stages.run("workspace", adopt_workspace, ws, detail=lambda d: d)
-    stages.run("tracking", runs.check_tracking_server, ws, detail=lambda d: d)
-    data = stages.run("ingest", ingest_digits, ws, detail=lambda r: f"{r.rows:,} images")
-    lineage = stages.run(
-        "version",
-        version_dataset,
-        data,
-        ORIGIN,
-        config.remote_url,
-        ws,
-        detail=describe_lineage,
+    stages.run("workspace", adopt_workspace, same)(ws=ws)
+    stages.run("tracking", runs.check_tracking_server, same)(ws=ws)
+    # ingest -> version (DVC) -> split
+    data = stages.run("ingest", ingest_digits, lambda r: f"{r.rows:,} images")(ws=ws)
+    lineage = stages.run("version", version_dataset, describe_lineage)(
+        data=data, origin=ORIGIN, remote_url=config.remote_url, ws=ws
     )
-    splits = stages.run(
-        "split",
-        split_dataset,
-        lineage.data,
-        config.split,
-        TARGET,
-        ws,
-        detail=describe_splits,
+    splits = stages.run("split", split_dataset, describe_splits)(
+        data=lineage.data, cfg=config.split, target=TARGET, ws=ws
     )
+    # warm-start -> train -> evaluate -> export (ONNX + allclose parity)
     warm = None
     if config.trainer.warm_start:
-        warm, _ = stages.run(
-            "warm-start",
-            registry.find_warm_start,
-            config.registry,
-            lineage.data.md5,
-            ws,
-            "cnn",
-            detail=lambda found: found[1],
+        warm, _ = stages.run("warm-start", registry.find_warm_start, lambda found: found[1])(
+            registry=config.registry, data_md5=lineage.data.md5, ws=ws, kind="cnn"
         )
-    trained = stages.run(
-        "train",
-        train_task,
-        splits.train,
-        splits.valid,
-        config.train.params,
-        config.train.seed,
-        config.trainer,
-        warm,
-        ws,
-        detail=lambda t: f"digits-cnn {t.fit_seconds:.1f}s",
+    trained = stages.run("train", train_task, lambda t: f"digits-cnn {t.fit_seconds:.1f}s")(
+        train=splits.train,
+        valid=splits.valid,
+        params=config.train.params,
+        seed=config.train.seed,
+        trainer=config.trainer,
+        warm=warm,
+        ws=ws,
     )
-    metrics = stages.run(
-        "evaluate",
-        evaluate_digits,
-        trained,
-        splits.test,
-        detail=lambda m: f"accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}",
+    metrics = stages.run("evaluate", evaluate_digits, describe_digit_metrics)(
+        trained=trained, test=splits.test
     )
-    export = stages.run(
-        "export",
-        export_digits,
-        trained,
-        splits.test,
-        config.onnx.opset,
-        config.onnx.rtol,
-        config.onnx.atol,
-        ws,
-        detail=lambda e: e.reason(),
+    export = stages.run("export", export_digits, lambda e: e.reason())(
+        trained=trained,
+        test=splits.test,
+        opset=config.onnx.opset,
+        rtol=config.onnx.rtol,
+        atol=config.onnx.atol,
+        ws=ws,
     )
-    registration = stages.run(
-        "track",
-        track_digits,
-        config,
-        lineage,
-        trained,
-        metrics,
-        export,
-        splits,
-        ws,
-        detail=lambda r: (
-            f"run {r.run_id}"
-            + (f", {config.registry.model_name} v{r.version}" if r.version else "")
-        ),
+    # track -> register (parity passed) -> promote
+    registration = stages.run("track", track_digits, describe_digits_run(config.registry))(
+        config=config,
+        lineage=lineage,
+        trained=trained,
+        metrics=metrics,
+        export=export,
+        splits=splits,
+        ws=ws,
     )
     if registration.version is None:
         raise GateFailed(f"{config.registry.model_name} not registered: {export.reason()}")
-    promotion = stages.run(
-        "promote",
-        champion.promote,
-        registration.version,
-        registration.new_version,
-        trained.model,
-        metrics[config.registry.metric],
-        config.registry,
-        splits.test,
-        TARGET,
-        digits_score(config.registry.metric),
-        detail=lambda p: p.reason,
+    promotion = stages.run("promote", champion.promote, lambda p: p.reason)(
+        version=registration.version,
+        new_version=registration.new_version,
+        model=trained.model,
+        held_out=metrics[config.registry.metric],
+        registry=config.registry,
+        test=splits.test,
+        target=TARGET,
+        score=digits_score(config.registry.metric),
     )
     network = load_artifact(trained.model).steps[-1][1]
     return DigitsSummary(

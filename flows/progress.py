@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 from prefect import Task, get_run_logger
 from prefect.futures import PrefectFuture
@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # The CLI attaches its display to this logger; records carry ``stage``, ``status`` and ``detail``.
 progress_logger = logging.getLogger("trustflow.progress")
@@ -38,6 +39,97 @@ def describe_splits(splits: Any) -> str:
     return f"train/valid/test {splits.train.rows:,}/{splits.valid.rows:,}/{splits.test.rows:,}"
 
 
+def same(detail: str) -> str:
+    return detail
+
+
+def describe_ingest(result: Any) -> str:
+    staged, origin = result
+    return f"{staged.rows:,} rows from {origin}"
+
+
+def describe_validation(validated: Any) -> str:
+    report = validated.report
+    return (
+        f"{report.rows_out:,} rows kept, {report.rows_dropped:,} dropped "
+        f"(missing: {report.missing_policy})"
+    )
+
+
+def describe_budget(privacy: Any) -> Callable[[str | None], str]:
+    def describe(digest: str | None) -> str:
+        if digest is None:
+            return "remote source: checked at release"
+        return f"ε {privacy.epsilon:g} requested of budget {privacy.budget:g}"
+
+    return describe
+
+
+def describe_private_release(result: Any) -> str:
+    summary = result[1]
+    spent = (
+        "reused (ε 0 spent)"
+        if summary.reused
+        else f"ε {summary.epsilon_spent:g} spent ({summary.accounting})"
+    )
+    release = summary.release_id[:8] if summary.release_id else ""
+    return f"DP release {release} {spent}, {summary.budget_remaining:g} of {summary.budget:g} left"
+
+
+def describe_training(items: list[Any]) -> str:
+    return ", ".join(f"{t.name} {t.fit_seconds:.1f}s" for t in items)
+
+
+def describe_evaluations(metric: str) -> Callable[[list[Any]], str]:
+    def describe(items: list[Any]) -> str:
+        return ", ".join(
+            f"{e.candidate.name} {metric}={getattr(e.evaluation.metrics, metric):.4f}"
+            for e in items
+        )
+
+    return describe
+
+
+def describe_exports(items: list[Any]) -> str:
+    return ", ".join(
+        f"{e.name} parity {'ok' if e.passed else 'FAILED'}"
+        + (f" (max |diff| {e.report.parity.max_abs_diff:.1e})" if e.report else "")
+        for e in items
+    )
+
+
+def describe_audits(items: list[Any]) -> str:
+    return ", ".join(
+        f"{a.name} {'ok' if a.audit.passed else 'FAILED'}"
+        + "".join(
+            f" {name} EOD {f.equalized_odds_difference:.3f}"
+            for name, f in a.audit.features.items()
+            if f.gated and f.equalized_odds_difference is not None
+        )
+        for a in items
+    )
+
+
+def describe_explanations(items: list[Any]) -> str:
+    return ", ".join(
+        f"{e.explanation.model} ({e.explanation.method}): top "
+        f"{e.explanation.importances[0].feature}"
+        for e in items
+    )
+
+
+def describe_registration(model_name: str) -> Callable[[tuple[str, bool]], str]:
+    def describe(result: tuple[str, bool]) -> str:
+        version, new = result
+        return f"{model_name} v{version}" + ("" if new else " (identical model, no new version)")
+
+    return describe
+
+
+def describe_card(uri: str) -> str:
+    return uri.rsplit("/", 2)[-2] + "/" + uri.rsplit("/", 1)[-1]
+
+
 class StageLog:
     """Runs stages, reports them, and records which ones came from Prefect's cache."""
 
@@ -55,18 +147,20 @@ class StageLog:
         return results
 
     def run(
-        self,
-        stage: str,
-        task: Task[..., T],
-        *args: Any,
-        detail: Callable[[T], str] = _no_detail,
-    ) -> T:
-        """Call ``task`` in the flow's thread and report its outcome."""
-        self.current = stage
-        report(stage, "running")
-        state = cast("State[T]", task(*args, return_state=True))
-        result: T = self._note(stage, [state], lambda results: detail(results[0]))[0]
-        return result
+        self, stage: str, task: Task[P, T], detail: Callable[[T], str] = _no_detail
+    ) -> Callable[P, T]:
+        """``task`` as a stage: calling what this returns runs it in the flow's thread and
+        reports its outcome. Typed by the task's own signature (``stages.run("split",
+        split_dataset, describe_splits)(data=..., cfg=...)``), so mypy checks every stage call."""
+
+        def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            self.current = stage
+            report(stage, "running")
+            state = cast("State[T]", task(*args, return_state=True, **kwargs))
+            result: T = self._note(stage, [state], lambda results: detail(results[0]))[0]
+            return result
+
+        return call
 
     def gather(
         self, stage: str, futures: list[PrefectFuture[T]], detail: Callable[[list[T]], str]

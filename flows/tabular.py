@@ -5,29 +5,56 @@ audit -> pick the best candidate that passes the gates -> explain -> track & reg
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
-from flows.progress import StageLog, describe_lineage, describe_splits
-from tasks.data import ingest_dataset, split_dataset, validate_dataset, version_dataset
+from flows.progress import (
+    StageLog,
+    describe_audits,
+    describe_budget,
+    describe_card,
+    describe_evaluations,
+    describe_explanations,
+    describe_exports,
+    describe_ingest,
+    describe_lineage,
+    describe_private_release,
+    describe_registration,
+    describe_splits,
+    describe_training,
+    describe_validation,
+    same,
+)
+from tasks.data import (
+    Lineage,
+    ValidatedData,
+    ingest_dataset,
+    split_dataset,
+    validate_dataset,
+    version_dataset,
+)
 from tasks.export import ExportedCandidate, export_onnx
 from tasks.privacy import PrivacySummary, check_budget, preprocess_private, privacy_off
-from tasks.responsible import AuditedCandidate, audit_fairness, explain
+from tasks.responsible import AuditedCandidate, ExplainedModel, audit_fairness, explain
 from tasks.tracking import cards, champion, log, registry, runs, store
-from tasks.train import EvaluatedCandidate, evaluate, mitigate, preprocess, train
+from tasks.tracking.champion import Promotion
+from tasks.tracking.runs import TrackedRun, TrackingTarget
+from tasks.train import EvaluatedCandidate, TrainedCandidate, evaluate, mitigate, preprocess, train
 from tasks.workspace import adopt_workspace
-from trustflow.config import CandidateConfig, Metric, TabularConfig, lower_is_better
+from trustflow.config import Metric, TabularConfig, lower_is_better
 from trustflow.errors import ConfigError, GateFailed
 from trustflow.model_card import DataFacts, ModelCardFacts, render_model_card
 from trustflow.models.neural import resolve_accelerator
+from trustflow.privacy.mechanisms import PrivateRelease
+from trustflow.refs import ArtifactRef, SplitRefs
 from trustflow.workspace import Workspace
 
 
@@ -108,201 +135,190 @@ def gate_verdict(export: ExportedCandidate, audited: AuditedCandidate) -> str | 
     return None
 
 
-def _describe_audits(items: list[AuditedCandidate]) -> str:
-    return ", ".join(
-        f"{a.name} {'ok' if a.audit.passed else 'FAILED'}"
-        + "".join(
-            f" {name} EOD {f.equalized_odds_difference:.3f}"
-            for name, f in a.audit.features.items()
-            if f.gated and f.equalized_odds_difference is not None
-        )
-        for a in items
-    )
-
-
-def _describe_exports(items: list[ExportedCandidate]) -> str:
-    return ", ".join(
-        f"{e.name} parity {'ok' if e.passed else 'FAILED'}"
-        + (f" (max |diff| {e.report.parity.max_abs_diff:.1e})" if e.report else "")
-        for e in items
-    )
-
-
-def _describe_evaluations(metric: str) -> Callable[[list[EvaluatedCandidate]], str]:
-    def describe(items: list[EvaluatedCandidate]) -> str:
-        return ", ".join(
-            f"{e.candidate.name} {metric}={getattr(e.evaluation.metrics, metric):.4f}"
-            for e in items
-        )
-
-    return describe
-
-
 @flow(name="train-tabular", persist_result=False)
 def train_tabular(
     config: TabularConfig = DEFAULT_CONFIG, workspace: str | None = None
 ) -> RunSummary:
     """Train the configured candidates on a versioned data set and promote the best one."""
     ws = Workspace.resolve(workspace)
-    schema = config.data.dataset
     stages = StageLog()
+    # Before any row is read: settings, the workspace, the tracking server, the privacy budget.
+    source_digest = preflight(config, ws, stages)
+    # ingest -> validate -> version (DVC) -> split -> preprocess (differentially private or not)
+    data = prepare_data(config, ws, stages, source_digest)
+    # Every candidate, concurrently; mitigations wait for the candidate they post-process.
+    trained = train_candidates(config, ws, stages, data)
+    # evaluate -> export (ONNX + parity) -> audit -> the best that passes the gates -> explain
+    assessment = assess(config, ws, stages, data, trained)
+    # track -> register -> model card -> gates -> promote
+    outcome = register_and_promote(config, ws, stages, data, assessment)
+    return summarize(config, ws, stages, data, assessment, outcome)
 
+
+class PreparedData(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    validated: ValidatedData
+    lineage: Lineage
+    splits: SplitRefs
+    preprocessor: ArtifactRef
+    privacy: PrivacySummary
+    release: PrivateRelease | None
+
+
+class Assessment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    evaluated: list[EvaluatedCandidate]
+    exported: dict[str, ExportedCandidate]
+    audits: dict[str, AuditedCandidate]
+    verdicts: dict[str, str | None]  # candidate -> None, or the first gate it fails
+    best: EvaluatedCandidate
+    best_explanation: ExplainedModel
+    glassbox_explanations: dict[str, ExplainedModel]
+
+
+class Outcome(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: TrackingTarget
+    run: TrackedRun
+    card_uri: str
+    promotion: Promotion
+
+
+def preflight(config: TabularConfig, ws: Workspace, stages: StageLog) -> str | None:
+    """The checks that stop a run before any work; the source's digest when privacy is on."""
     utility_report = config.privacy.utility_report
     if utility_report is not None and not Path(utility_report).is_file():
         raise ConfigError(f"privacy.utility_report: {utility_report} is not a file")
-    networks = [c for c in config.train.candidates if c.model_kind.network]
-    if networks:
+    if any(c.model_kind.network for c in config.train.candidates):
         resolve_accelerator(config.trainer.accelerator)  # cuda without a GPU stops here
-    stages.run("workspace", adopt_workspace, ws, detail=lambda d: d)
-    stages.run("tracking", runs.check_tracking_server, ws, detail=lambda d: d)
-    source_digest = None
-    if config.privacy.mode != "off":
-        # Before any row is read: a run the recorded releases leave no budget for stops here.
-        source_digest = stages.run(
-            "privacy",
-            check_budget,
-            config.privacy,
-            config.data,
-            ws,
-            detail=lambda digest: (
-                f"ε {config.privacy.epsilon:g} requested of budget {config.privacy.budget:g}"
-                if digest
-                else "remote source: checked at release"
-            ),
-        )
-    staged, origin = stages.run(
-        "ingest",
-        ingest_dataset,
-        config.data,
-        ws,
-        detail=lambda r: f"{r[0].rows:,} rows from {r[1]}",
-    )
-    validated = stages.run(
-        "validate",
-        validate_dataset,
-        staged,
-        origin,
-        config.data,
-        ws,
-        detail=lambda v: (
-            f"{v.report.rows_out:,} rows kept, {v.report.rows_dropped:,} dropped "
-            f"(missing: {v.report.missing_policy})"
-        ),
-    )
-    lineage = stages.run(
-        "version",
-        version_dataset,
-        validated.data,
-        validated.origin,
-        config.data.remote_url,
-        ws,
-        detail=describe_lineage,
-    )
-    splits = stages.run(
-        "split",
-        split_dataset,
-        lineage.data,
-        config.split,
-        schema.target.column,
-        ws,
-        detail=describe_splits,
-    )
-    release = None
+    stages.run("workspace", adopt_workspace, same)(ws=ws)
+    stages.run("tracking", runs.check_tracking_server, same)(ws=ws)
     if config.privacy.mode == "off":
-        preprocessor = stages.run(
-            "preprocess", preprocess, splits.train, schema, ws, detail=lambda _: "fitted on train"
-        )
+        return None
+    # A run the recorded releases leave no budget for stops here.
+    budget = stages.run("privacy", check_budget, describe_budget(config.privacy))
+    return budget(privacy=config.privacy, data=config.data, ws=ws)
+
+
+def prepare_data(
+    config: TabularConfig, ws: Workspace, stages: StageLog, source_digest: str | None
+) -> PreparedData:
+    staged, origin = stages.run("ingest", ingest_dataset, describe_ingest)(cfg=config.data, ws=ws)
+    validated = stages.run("validate", validate_dataset, describe_validation)(
+        staged=staged, origin=origin, cfg=config.data, ws=ws
+    )
+    lineage = stages.run("version", version_dataset, describe_lineage)(
+        data=validated.data, origin=validated.origin, remote_url=config.data.remote_url, ws=ws
+    )
+    schema = config.data.dataset
+    splits = stages.run("split", split_dataset, describe_splits)(
+        data=lineage.data, cfg=config.split, target=schema.target.column, ws=ws
+    )
+    if config.privacy.mode == "off":
+        fitted = stages.run("preprocess", preprocess, lambda _: "fitted on train")
+        preprocessor = fitted(train=splits.train, schema=schema, ws=ws)
         privacy = privacy_off(config.privacy, lineage.data.md5, ws)
+        release = None
     else:
-        preprocessor, privacy, release = stages.run(
-            "preprocess",
-            preprocess_private,
-            splits.train,
-            lineage.data.md5,
-            source_digest,
-            config.privacy,
-            config.data,
-            ws,
-            detail=lambda r: (
-                f"DP release {r[1].release_id[:8] if r[1].release_id else ''} "
-                + (
-                    "reused (ε 0 spent)"
-                    if r[1].reused
-                    else f"ε {r[1].epsilon_spent:g} spent ({r[1].accounting})"
-                )
-                + f", {r[1].budget_remaining:g} of {r[1].budget:g} left"
-            ),
+        private = stages.run("preprocess", preprocess_private, describe_private_release)
+        preprocessor, privacy, release = private(
+            train=splits.train,
+            dataset_md5=lineage.data.md5,
+            source=source_digest,
+            privacy=config.privacy,
+            data=config.data,
+            ws=ws,
         )
+    return PreparedData(
+        validated=validated,
+        lineage=lineage,
+        splits=splits,
+        preprocessor=preprocessor,
+        privacy=privacy,
+        release=release,
+    )
+
+
+def train_candidates(
+    config: TabularConfig, ws: Workspace, stages: StageLog, data: PreparedData
+) -> list[TrainedCandidate]:
+    """Networks get the trainer settings and, when the champion is one, its weights; the other
+    kinds get None for both, which keeps those out of their cache keys."""
+    networks = [c for c in config.train.candidates if c.model_kind.network]
     warm = None
     if config.trainer.warm_start and networks:
-        warm, _ = stages.run(
-            "warm-start",
-            registry.find_warm_start,
-            config.registry,
-            lineage.data.md5,
-            ws,
-            networks[0].kind,
-            detail=lambda found: found[1],
+        warm, _ = stages.run("warm-start", registry.find_warm_start, lambda found: found[1])(
+            registry=config.registry, data_md5=data.lineage.data.md5, ws=ws, kind=networks[0].kind
         )
-
-    def network_only(cfg: CandidateConfig, value: Any) -> Any:
-        return value if cfg.model_kind.network else None
-
-    base_runs = {
+    schema, splits, seed = config.data.dataset, data.splits, config.train.seed
+    bases = {
         cfg.name: train.submit(
-            splits.train,
-            splits.valid,
-            preprocessor,
-            cfg,
-            schema,
-            config.train.seed,
-            network_only(cfg, config.trainer),
-            network_only(cfg, warm),
-            ws,
+            train=splits.train,
+            valid=splits.valid,
+            preprocessor=data.preprocessor,
+            cfg=cfg,
+            schema=schema,
+            seed=seed,
+            trainer=config.trainer if cfg.model_kind.network else None,
+            warm=warm if cfg.model_kind.network else None,
+            ws=ws,
         )
         for cfg in config.train.candidates
         if cfg.base is None
     }
-    trained = stages.gather(
+    return stages.gather(
         "train",
         [
-            base_runs[cfg.name]
+            bases[cfg.name]
             if cfg.base is None
             # Prefect resolves a future passed as an argument: the mitigation waits for its base.
             else mitigate.submit(
-                cast(Any, base_runs[cfg.base]), splits.valid, cfg, schema, config.train.seed, ws
+                base=cast(Any, bases[cfg.base]),
+                valid=splits.valid,
+                cfg=cfg,
+                schema=schema,
+                seed=seed,
+                ws=ws,
             )
             for cfg in config.train.candidates
         ],
-        detail=lambda items: ", ".join(f"{t.name} {t.fit_seconds:.1f}s" for t in items),
+        detail=describe_training,
     )
-    metric = config.registry.metric
+
+
+def assess(
+    config: TabularConfig,
+    ws: Workspace,
+    stages: StageLog,
+    data: PreparedData,
+    trained: list[TrainedCandidate],
+) -> Assessment:
+    schema, test, metric = config.data.dataset, data.splits.test, config.registry.metric
     evaluated = stages.gather(
         "evaluate",
-        [evaluate.submit(candidate, splits.test, schema, ws) for candidate in trained],
-        detail=_describe_evaluations(metric),
+        [evaluate.submit(candidate=t, test=test, schema=schema, ws=ws) for t in trained],
+        detail=describe_evaluations(metric),
     )
-    exported: dict[str, ExportedCandidate] = {
-        e.name: e
-        for e in stages.gather(
-            "export",
-            [export_onnx.submit(t, splits.test, schema, config.onnx, ws) for t in trained],
-            detail=_describe_exports,
+    exports = [
+        export_onnx.submit(candidate=t, test=test, schema=schema, cfg=config.onnx, ws=ws)
+        for t in trained
+    ]
+    exported = {e.name: e for e in stages.gather("export", exports, detail=describe_exports)}
+    audit_runs = [
+        audit_fairness.submit(
+            candidate=t,
+            test=test,
+            schema=schema,
+            sensitive_features=config.sensitive_features,
+            cfg=config.fairness,
+            ws=ws,
         )
-    }
-    audits: dict[str, AuditedCandidate] = {
-        a.name: a
-        for a in stages.gather(
-            "audit",
-            [
-                audit_fairness.submit(
-                    t, splits.test, schema, config.sensitive_features, config.fairness, ws
-                )
-                for t in trained
-            ],
-            detail=_describe_audits,
-        )
-    }
+        for t in trained
+    ]
+    audits = {a.name: a for a in stages.gather("audit", audit_runs, detail=describe_audits)}
     verdicts = {
         e.candidate.name: gate_verdict(exported[e.candidate.name], audits[e.candidate.name])
         for e in evaluated
@@ -311,21 +327,48 @@ def train_tabular(
     # is registered with its audit trail and the run fails on its gate.
     eligible = [e for e in evaluated if verdicts[e.candidate.name] is None]
     best = pick_best(eligible or evaluated, metric)
+
+    def explaining(candidate: TrainedCandidate, glassbox: bool) -> PrefectFuture[ExplainedModel]:
+        return explain.submit(
+            candidate=candidate,
+            train=data.splits.train,
+            test=test,
+            schema=schema,
+            rows=config.explain.rows,
+            seed=config.train.seed,
+            ws=ws,
+            glassbox=glassbox,
+        )
+
     glass_boxes = [t for t in trained if t.config.model_kind.glass_box]
-    explain_args = (splits.train, splits.test, schema, config.explain.rows, config.train.seed, ws)
     explained = stages.gather(
         "explain",
-        [explain.submit(best.candidate, *explain_args, glassbox=False)]
-        + [explain.submit(t, *explain_args, glassbox=True) for t in glass_boxes],
-        detail=lambda items: ", ".join(
-            f"{e.explanation.model} ({e.explanation.method}): top "
-            f"{e.explanation.importances[0].feature}"
-            for e in items
-        ),
+        [explaining(best.candidate, glassbox=False)]
+        + [explaining(t, glassbox=True) for t in glass_boxes],
+        detail=describe_explanations,
     )
-    best_explanation = explained[0]
-    glassbox_explanations = {e.explanation.model: e for e in explained[1:]}
+    return Assessment(
+        evaluated=evaluated,
+        exported=exported,
+        audits=audits,
+        verdicts=verdicts,
+        best=best,
+        best_explanation=explained[0],
+        glassbox_explanations={e.explanation.model: e for e in explained[1:]},
+    )
 
+
+def register_and_promote(
+    config: TabularConfig,
+    ws: Workspace,
+    stages: StageLog,
+    data: PreparedData,
+    assessment: Assessment,
+) -> Outcome:
+    """Everything is logged and registered before the gates run: a rejected model keeps its
+    audit trail, and the alias never moves to it. The alias moves last."""
+    schema, metric, best = config.data.dataset, config.registry.metric, assessment.best
+    lineage, name = data.lineage, config.registry.model_name
     run = None
     try:
         stages.current = "track"
@@ -335,106 +378,56 @@ def train_tabular(
             run_name=f"{schema.name}-{lineage.data.md5[:8]}",
             tags={"trustflow.pipeline": "train-tabular", "trustflow.data.md5": lineage.data.md5},
         )
-        log.log_seen_rows(run.run_id, splits.train, splits.valid)
-        run = stages.run(
-            "track",
-            log.track_pipeline,
-            run,
-            config,
-            validated,
-            lineage,
-            evaluated,
-            exported,
-            audits,
-            glassbox_explanations,
-            best_explanation,
-            privacy,
-            release,
-            splits.test,
-            detail=lambda r: f"run {r.run_id}",
+        log.log_seen_rows(run.run_id, data.splits.train, data.splits.valid)
+        run = stages.run("track", log.track_pipeline, lambda r: f"run {r.run_id}")(
+            run=run,
+            config=config,
+            validated=data.validated,
+            lineage=lineage,
+            evaluated=assessment.evaluated,
+            exported=assessment.exported,
+            audits=assessment.audits,
+            explanations=assessment.glassbox_explanations,
+            best_explanation=assessment.best_explanation,
+            privacy=data.privacy,
+            release=data.release,
+            test=data.splits.test,
         )
         version, new_version = stages.run(
-            "register",
-            registry.register_best,
-            run,
-            best,
-            exported[best.candidate.name],
-            audits[best.candidate.name],
-            lineage,
-            config.registry,
-            detail=lambda r: (
-                f"{config.registry.model_name} v{r[0]}"
-                + ("" if r[1] else " (identical model, no new version)")
-            ),
+            "register", registry.register_best, describe_registration(name)
+        )(
+            run=run,
+            best=best,
+            export=assessment.exported[best.candidate.name],
+            audited=assessment.audits[best.candidate.name],
+            lineage=lineage,
+            registry=config.registry,
         )
-        best_export = exported[best.candidate.name]
-        best_audit = audits[best.candidate.name]
-        verdict = verdicts[best.candidate.name]
-        card = render_model_card(
-            ModelCardFacts(
-                model_name=config.registry.model_name,
-                version=version,
-                candidate=best.candidate.name,
-                kind=best.candidate.config.kind,
-                target=schema.target.column,
-                positive_label=schema.target.positive,
-                data=DataFacts(
-                    name=schema.name,
-                    md5=lineage.data.md5,
-                    rows=lineage.data.rows,
-                    dvc_file=lineage.dvc_file,
-                    remote=lineage.remote,
-                    git_revision=lineage.git_revision,
-                    test_rows=splits.test.rows,
-                ),
-                metrics=best.evaluation.metrics.model_dump(),
-                selection_metric=metric,
-                fairness=best_audit.audit,
-                explanation=best_explanation.explanation,
-                onnx=best_export.report,
-                onnx_reason=best_export.reason(),
-                gates_passed=verdict is None,
-                gate_reason="ONNX parity and fairness limits met" if verdict is None else verdict,
-                privacy=privacy.statement,
-                mlflow_run_id=run.run_id,
-            ),
-            top_features=config.explain.top_features,
-        )
-        card_uri = stages.run(
-            "card",
-            cards.log_model_card,
-            run.run_id,
-            config.registry.model_name,
-            version,
-            card,
-            detail=lambda uri: uri.rsplit("/", 2)[-2] + "/" + uri.rsplit("/", 1)[-1],
+        card = model_card(config, data, assessment, version, run.run_id)
+        card_uri = stages.run("card", cards.log_model_card, describe_card)(
+            run_id=run.run_id, name=name, version=version, card=card
         )
         create_markdown_artifact(
             markdown=card,
-            key=f"model-card-{config.registry.model_name}".lower().replace("_", "-"),
-            description=f"Model card of {config.registry.model_name} v{version}",
+            key=f"model-card-{name}".lower().replace("_", "-"),
+            description=f"Model card of {name} v{version}",
         )
-        # Gates run after everything is logged and registered: a rejected model keeps its audit
-        # trail, and the alias never moves to it.
+        verdict = assessment.verdicts[best.candidate.name]
         if verdict is not None:
-            reason = (
-                f"{config.registry.model_name} v{version} ({best.candidate.name}) not promoted: "
-                f"{verdict}" + ("" if len(evaluated) == 1 else "; no candidate passed the gates")
+            reason = f"{name} v{version} ({best.candidate.name}) not promoted: {verdict}" + (
+                "" if len(assessment.evaluated) == 1 else "; no candidate passed the gates"
             )
             runs.record_gate_failure(run.run_id, reason)
             raise GateFailed(reason)
-        promotion = stages.run(
-            "promote",
-            champion.promote,
-            version,
-            new_version,
-            best.candidate.model,
-            float(getattr(best.evaluation.metrics, metric)),
-            config.registry,
-            splits.test,
-            schema.target.column,
-            champion.tabular_score(schema, metric),
-            detail=lambda p: p.reason,
+        promotion = stages.run("promote", champion.promote, lambda p: p.reason)(
+            version=version,
+            new_version=new_version,
+            model=best.candidate.model,
+            held_out=float(getattr(best.evaluation.metrics, metric)),
+            registry=config.registry,
+            test=data.splits.test,
+            target=schema.target.column,
+            score=champion.tabular_score(schema, metric),
         )
         champion.record_outcome(run.run_id, promotion)
     except BaseException as exc:
@@ -447,9 +440,59 @@ def train_tabular(
             runs.end_pipeline_run(run.run_id, ok=False)
         raise
     runs.end_pipeline_run(run.run_id, ok=True)
-    onnx_report = best_export.report
-    assert onnx_report is not None  # the parity gate passed, so the export exists
+    return Outcome(target=target, run=run, card_uri=card_uri, promotion=promotion)
 
+
+def model_card(
+    config: TabularConfig, data: PreparedData, assessment: Assessment, version: str, run_id: str
+) -> str:
+    schema, best, lineage = config.data.dataset, assessment.best, data.lineage
+    export = assessment.exported[best.candidate.name]
+    verdict = assessment.verdicts[best.candidate.name]
+    return render_model_card(
+        ModelCardFacts(
+            model_name=config.registry.model_name,
+            version=version,
+            candidate=best.candidate.name,
+            kind=best.candidate.config.kind,
+            target=schema.target.column,
+            positive_label=schema.target.positive,
+            data=DataFacts(
+                name=schema.name,
+                md5=lineage.data.md5,
+                rows=lineage.data.rows,
+                dvc_file=lineage.dvc_file,
+                remote=lineage.remote,
+                git_revision=lineage.git_revision,
+                test_rows=data.splits.test.rows,
+            ),
+            metrics=best.evaluation.metrics.model_dump(),
+            selection_metric=config.registry.metric,
+            fairness=assessment.audits[best.candidate.name].audit,
+            explanation=assessment.best_explanation.explanation,
+            onnx=export.report,
+            onnx_reason=export.reason(),
+            gates_passed=verdict is None,
+            gate_reason="ONNX parity and fairness limits met" if verdict is None else verdict,
+            privacy=data.privacy.statement,
+            mlflow_run_id=run_id,
+        ),
+        top_features=config.explain.top_features,
+    )
+
+
+def summarize(
+    config: TabularConfig,
+    ws: Workspace,
+    stages: StageLog,
+    data: PreparedData,
+    assessment: Assessment,
+    outcome: Outcome,
+) -> RunSummary:
+    schema, lineage, best = config.data.dataset, data.lineage, assessment.best
+    promotion, run = outcome.promotion, outcome.run
+    onnx_report = assessment.exported[best.candidate.name].report
+    assert onnx_report is not None  # the parity gate passed, so the export exists
     return RunSummary(
         state="COMPLETED",
         dataset=DatasetSummary(
@@ -458,7 +501,7 @@ def train_tabular(
             rows=lineage.data.rows,
             path=str(lineage.data.path),
             dvc_file=lineage.dvc_file,
-            rows_dropped=validated.report.rows_dropped,
+            rows_dropped=data.validated.report.rows_dropped,
         ),
         model=ModelSummary(
             name=promotion.name,
@@ -472,8 +515,10 @@ def train_tabular(
             comparison_md5=promotion.comparison_md5,
         ),
         metrics=best.evaluation.metrics.model_dump(),
-        candidates={e.candidate.name: e.evaluation.metrics.model_dump() for e in evaluated},
-        gates={name: verdict or "passed" for name, verdict in verdicts.items()},
+        candidates={
+            e.candidate.name: e.evaluation.metrics.model_dump() for e in assessment.evaluated
+        },
+        gates={name: verdict or "passed" for name, verdict in assessment.verdicts.items()},
         fairness={
             name: FairnessSummary(
                 demographic_parity_difference=feature.demographic_parity_difference,
@@ -482,10 +527,10 @@ def train_tabular(
                 gated=feature.gated,
                 passed=feature.passed,
             )
-            for name, feature in best_audit.audit.features.items()
+            for name, feature in assessment.audits[best.candidate.name].audit.features.items()
         },
-        model_card=card_uri,
-        privacy=privacy,
+        model_card=outcome.card_uri,
+        privacy=data.privacy,
         onnx=OnnxSummary(
             opset=onnx_report.opset,
             size_bytes=onnx_report.size_bytes,
@@ -495,7 +540,7 @@ def train_tabular(
             latency_us_single_row=onnx_report.latency_us_single_row,
         ),
         mlflow={
-            "tracking_uri": target.tracking_uri,
+            "tracking_uri": outcome.target.tracking_uri,
             "run_id": run.run_id,
             "experiment_id": run.experiment_id,
         },
