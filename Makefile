@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install run repro test lint format benchmark benchmark-container serve server server-down mlflow-ui clean
+.PHONY: help install run repro test test-fast lint format benchmark benchmark-container serve server server-down mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ repro: $(STAMP) ## reproduce the data stages with DVC (dvc.yaml)
 
 test: $(STAMP) ## run the whole test suite, as CI does
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## the core and task tests (about a minute): run them while you work
+	$(BIN)/pytest -q tests/unit tests/tasks $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .

@@ -46,15 +46,16 @@ def _parser() -> argparse.ArgumentParser:
     deploy = commands.add_parser(
         "deploy", help="deploy a registered model: build context, Docker image, Kubernetes, Triton"
     )
-    deploy.add_argument("--model", default="models:/adult-income@champion",
-                        help="models:/NAME@ALIAS or models:/NAME/VERSION")  # fmt: skip
+    # Defaults not given here are deploy-model's own (flows/deploy.py), declared once there.
+    deploy.add_argument("--model", help="models:/NAME@ALIAS or models:/NAME/VERSION "
+                        "(default: the champion of the tabular pipeline's model)")  # fmt: skip
     deploy.add_argument("--target", choices=("bundle", "docker", "kubernetes", "triton"),
                         default="docker")  # fmt: skip
     deploy.add_argument("--out", help="directory for the target's files (default: under "
                         "<workspace>/.trustflow/deploy/NAME-vVERSION/)")  # fmt: skip
-    deploy.add_argument("--base-image", default="python:3.11-slim-bookworm",
+    deploy.add_argument("--base-image",
                         help="docker: the image to build on (its Python must be 3.11)")  # fmt: skip
-    deploy.add_argument("--port", type=int, default=8080,
+    deploy.add_argument("--port", type=int,
                         help="docker: host port for the verification container")  # fmt: skip
     deploy.add_argument("--registry", help="docker: push NAME:VERSION and NAME:ALIAS there; "
                         "kubernetes: the image's registry")  # fmt: skip
@@ -73,19 +74,17 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="models:/NAME@ALIAS (follows the alias), models:/NAME/VERSION or path/to/model.onnx",
     )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
-    serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
-    serve.add_argument("--max-rows", type=int, default=10_000, help="rows per request")
-    serve.add_argument(
-        "--poll-seconds",
-        type=float,
-        default=10.0,
-        help="how often to look for a new release of the alias (or file)",
-    )
-    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    serve.add_argument("--threads", type=int, default=1, help="onnxruntime threads per worker")
+    # Defaults are ServeSettings' (src/trustflow/serving/app.py): an option not given stays unset.
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="(default 8000)")
+    serve.add_argument("--workers", type=int, help="server processes (default 1)")
+    serve.add_argument("--max-body-bytes", type=int, help="(default 4 MiB)")
+    serve.add_argument("--max-rows", type=int, help="rows per request (default 10,000)")
+    serve.add_argument("--poll-seconds", type=float,
+                       help="how often to look for a new release of the alias or file "
+                       "(default 10)")  # fmt: skip
+    serve.add_argument("--device", choices=("auto", "cpu", "cuda"), help="(default auto)")
+    serve.add_argument("--threads", type=int, help="onnxruntime threads per worker (default 1)")
     serve.add_argument("--workspace", help="workspace whose registry resolves models:/ URIs")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument("--debug", action="store_true", help="tracebacks on errors")
@@ -247,19 +246,18 @@ def deploy_command(args: argparse.Namespace) -> int:
     _isolate_prefect(workspace)
     from flows.deploy import run_deploy
 
+    given = {"model": args.model, "base_image": args.base_image, "port": args.port}
     parameters = {
-        "model": args.model,
+        **{name: value for name, value in given.items() if value is not None},
         "target": args.target,
         "out": args.out,
-        "base_image": args.base_image,
-        "port": args.port,
         "registry": args.registry,
         "vendor_wheels": not args.no_vendor_wheels,
         "apply": not args.no_apply,
         "gpu": args.gpu,
         "workspace": str(workspace.root),
     }
-    title = f"[bold]deploy-model[/bold] {args.model} -> {args.target}"
+    title = f"[bold]deploy-model[/bold] {args.model or 'the champion'} -> {args.target}"
     code, summary = _run_flow(args, err, title, lambda: run_deploy(parameters))
     if summary is None:
         return code
@@ -289,16 +287,8 @@ def serve_command(args: argparse.Namespace) -> int:
     from trustflow.workspace import Workspace
 
     try:
-        settings = ServeSettings(
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            max_body_bytes=args.max_body_bytes,
-            max_rows=args.max_rows,
-            poll_seconds=args.poll_seconds,
-            device=args.device,
-            threads=args.threads,
-        )
+        options = {name: getattr(args, name) for name in ServeSettings.model_fields}
+        settings = ServeSettings(**{k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
         problem = exc.errors()[0]
         option = str(problem["loc"][0]).replace("_", "-")

@@ -31,10 +31,10 @@ from tasks.deploy import (
     resolve_release,
     triton_repository,
 )
+from tasks.docker_engine import DEFAULT_BASE_IMAGE
 from tasks.tracking.deployments import record_deployment
 from tasks.workspace import adopt_workspace
 from trustflow.deploy.bundle import Release
-from trustflow.deploy.docker import DEFAULT_BASE_IMAGE
 from trustflow.workspace import Workspace
 
 Target = Literal["bundle", "docker", "kubernetes", "triton"]
@@ -54,7 +54,6 @@ def _mb(size: int) -> str:
     return f"{size / 1e6:.0f} MB"
 
 
-@flow(name="deploy-model", persist_result=False)
 def describe_release(release: Release) -> str:
     return (
         f"{release.name} v{release.version} (onnx {release.sha256[:12]}, "
@@ -83,6 +82,7 @@ def describe_triton(made: dict[str, Any]) -> str:
     return f"{made['config']} ({made['inputs']} inputs)"
 
 
+@flow(name="deploy-model", persist_result=False)
 def deploy_model(
     model: str = "models:/adult-income@champion",
     target: Target = "docker",
@@ -140,5 +140,4 @@ def deploy_model(
 
 
 def run_deploy(parameters: dict[str, Any]) -> State[Any]:
-    state: State[Any] = deploy_model(**parameters, return_state=True)  # type: ignore[call-arg,assignment]
-    return state
+    return deploy_model(**parameters, return_state=True)

@@ -3,6 +3,8 @@ target. The targets themselves live in the core (src/trustflow/deploy)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -10,11 +12,13 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks import docker_engine as docker
 from tasks.tracking.source import RegistrySource, input_example
 from tasks.tracking.store import configure
 from tasks.tracking.tags import GIT_REVISION_TAG
-from trustflow.deploy import docker, kubernetes, triton
+from trustflow.deploy import kubernetes, triton
 from trustflow.deploy.bundle import Release, build_bundle
+from trustflow.errors import DeployError
 from trustflow.workspace import Workspace
 
 
@@ -62,15 +66,33 @@ def docker_image(
     return {**asdict(report), "size_over_base_bytes": report.size_over_base_bytes}
 
 
+def current_context() -> str | None:
+    """kubectl's current context, if kubectl is installed and one is configured."""
+    if shutil.which("kubectl") is None:
+        return None
+    done = subprocess.run(
+        ["kubectl", "config", "current-context"], capture_output=True, text=True, timeout=30
+    )
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
 @task(name="kubernetes", cache_policy=NO_CACHE, persist_result=False)
 def kubernetes_manifests(release: Release, image: str, out: Path, apply: bool) -> dict[str, Any]:
-    made = kubernetes.write_manifests(release, image, out, apply=apply)
+    """The core renders the overlay and manifests; ``kubectl apply -k`` them when ``apply`` and
+    kubectl has a current context."""
+    made = kubernetes.write_manifests(release, image, out)
+    context = current_context() if apply else None
+    if context is not None:
+        done = subprocess.run(["kubectl", "apply", "-k", str(out)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise DeployError(f"kubectl apply -k {out} (context {context}) failed: "
+                              f"{done.stderr.strip()[-300:]}")  # fmt: skip
     return {
         "path": str(made.path),
         "manifests": str(made.manifests),
         "resources": made.resources,
         "image": made.image,
-        "applied_to": made.applied,
+        "applied_to": context,
     }
 
 

@@ -16,10 +16,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import matplotlib
-
-matplotlib.use("Agg")  # figures are files; never open a window
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure

@@ -17,10 +17,6 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import matplotlib
-
-matplotlib.use("Agg")  # figures are files; never open a window
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure

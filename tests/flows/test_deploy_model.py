@@ -22,12 +22,12 @@ import pytest
 import yaml
 
 from flows.cli import main
+from tasks.docker_engine import VERIFY_LABEL
 from tests.conftest import FAST_CANDIDATES, write_csv
 from tests.docker_engine import BASE_IMAGE, docker_client
 from tests.e2e.processes import free_port, wait_until_up
 from tests.flows.helpers import champion, client_for
 from trustflow.deploy.bundle import pinned_requirements
-from trustflow.deploy.docker import VERIFY_LABEL
 from trustflow.deploy.triton import TRITON_TYPES
 from trustflow.workspace import Workspace
 

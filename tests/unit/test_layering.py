@@ -55,3 +55,14 @@ def test_serving_from_the_registry_loads_neither_prefect_nor_matplotlib() -> Non
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_nothing_chooses_a_matplotlib_backend_at_import() -> None:
+    """Figures are built with matplotlib's object API, which needs no backend."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("src/trustflow", "tasks", "flows")
+        for path in (ROOT / folder).rglob("*.py")
+        if "matplotlib.use(" in path.read_text()
+    ]
+    assert offenders == []

@@ -9,7 +9,6 @@ is installed.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ class Manifests:
     manifests: Path  # the rendered resources (kubectl apply -f)
     resources: list[str]  # Kind/name
     image: str
-    applied: str | None  # the kubectl context it was applied to
 
 
 def overlay(release: Release, image: str) -> dict[str, Any]:
@@ -117,19 +115,8 @@ def render(directory: Path) -> list[dict[str, Any]]:
     return resources
 
 
-def current_context() -> str | None:
-    """kubectl's current context, if kubectl is installed and one is configured."""
-    if shutil.which("kubectl") is None:
-        return None
-    done = subprocess.run(
-        ["kubectl", "config", "current-context"], capture_output=True, text=True, timeout=30
-    )
-    return done.stdout.strip() or None if done.returncode == 0 else None
-
-
-def write_manifests(release: Release, image: str, out: Path, apply: bool = True) -> Manifests:
-    """Write the overlay and the rendered manifests; ``kubectl apply -k`` them when ``apply``
-    and kubectl has a current context."""
+def write_manifests(release: Release, image: str, out: Path) -> Manifests:
+    """Write the overlay and the rendered manifests (applying them is the deploy task's)."""
     base = infra_dir() / "k8s" / "base"
     if not (base / OVERLAY).is_file():
         raise DeployError(f"{base}/{OVERLAY} not found")
@@ -138,16 +125,9 @@ def write_manifests(release: Release, image: str, out: Path, apply: bool = True)
         (staging / OVERLAY).write_text(yaml.safe_dump(overlay(release, image), sort_keys=False))
         resources = render(staging)
         (staging / MANIFESTS).write_text(yaml.safe_dump_all(resources, sort_keys=False))
-    context = current_context() if apply else None
-    if context is not None:
-        done = subprocess.run(["kubectl", "apply", "-k", str(out)], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise DeployError(f"kubectl apply -k {out} (context {context}) failed: "
-                              f"{done.stderr.strip()[-300:]}")  # fmt: skip
     return Manifests(
         path=out,
         manifests=out / MANIFESTS,
         resources=[f"{r['kind']}/{r['metadata']['name']}" for r in resources],
         image=image,
-        applied=context,
     )

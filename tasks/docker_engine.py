@@ -1,4 +1,5 @@
-"""Build, run and verify a model image through the Docker Engine API (the ``docker`` SDK).
+"""Build, run and verify a model image through the Docker Engine API (the ``docker`` SDK): the
+deploy tasks' side effects, on the build context the core renders (trustflow.deploy.bundle).
 
 The image is proven, not assumed: it is started on a free port of the host's network, must
 answer ``/readyz``, and must give the same probabilities as the ONNX graph run here on the
@@ -217,11 +218,7 @@ def push(client: Any, image: Any, release: Release, registry: str, tags: list[st
 
 
 def build_run_verify(
-    context: Path,
-    release: Release,
-    base_image: str = DEFAULT_BASE_IMAGE,
-    port: int = 8080,
-    registry: str | None = None,
+    context: Path, release: Release, base_image: str, port: int, registry: str | None
 ) -> ImageReport:
     client = engine()
     base_size = base_image_size(client, base_image)
