@@ -52,13 +52,11 @@ def decide(
         return Decision(promote=True, reason=f"{alias} v{champion} has no comparable {metric}")
     score, best = comparison.challenger, comparison.champion
     gain = best - score if lower_is_better(metric) else score - best
-    on = f" on {comparison.basis}"
+    # The gain itself, since two scores can differ below the fourth decimal.
+    versus = f"v{champion}'s {best:.4f} ({gain:+.2g}) on {comparison.basis}"
     if gain > min_improvement:
-        return Decision(
-            promote=True, reason=f"{metric} {score:.4f} beats v{champion}'s {best:.4f}{on}"
-        )
+        return Decision(promote=True, reason=f"{metric} {score:.4f} beats {versus}")
     return Decision(
         promote=False,
-        reason=f"{metric} {score:.4f} does not beat v{champion}'s {best:.4f}{on}; "
-        f"{alias} stays on v{champion}",
+        reason=f"{metric} {score:.4f} does not beat {versus}; {alias} stays on v{champion}",
     )
