@@ -171,9 +171,8 @@ def test_a_registry_lost_between_registration_and_promotion_moves_no_alias(
     assert "adult-income v2" in err.split(" register ")[1]  # registered before the server went
     assert second.returncode == 1, err
     assert " promote " not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith(f"error: MLflow tracking server {uri} stopped answering during the ")
-    assert "no alias was moved" in last and "Traceback" not in err, err
+    assert f"error: MLflow tracking server {uri} stopped answering during the " in err, err
+    assert "no alias was moved" in err and "Traceback" not in err, err
 
     mlflow = _mlflow_server(port, home)
     try:
