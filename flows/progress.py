@@ -126,6 +126,13 @@ def describe_registration(model_name: str) -> Callable[[tuple[str, bool]], str]:
     return describe
 
 
+def describe_tracked_run(run: Any) -> str:
+    """The track stage's line (a tasks.tracking.runs.TrackedRun), with what it closed that a
+    crashed run had left open."""
+    closed = f" (closed {len(run.reaped)} run(s) a crashed process left open)" if run.reaped else ""
+    return f"run {run.run_id}{closed}"
+
+
 def describe_card(uri: str) -> str:
     return uri.rsplit("/", 2)[-2] + "/" + uri.rsplit("/", 1)[-1]
 

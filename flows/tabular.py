@@ -29,6 +29,7 @@ from flows.progress import (
     describe_private_release,
     describe_registration,
     describe_splits,
+    describe_tracked_run,
     describe_training,
     describe_validation,
     same,
@@ -379,7 +380,7 @@ def register_and_promote(
             tags={"trustflow.pipeline": "train-tabular", "trustflow.data.md5": lineage.data.md5},
         )
         log.log_seen_rows(run.run_id, data.splits.train, data.splits.valid)
-        run = stages.run("track", log.track_pipeline, lambda r: f"run {r.run_id}")(
+        run = stages.run("track", log.track_pipeline, describe_tracked_run)(
             run=run,
             config=config,
             validated=data.validated,

@@ -15,7 +15,7 @@ import onnx
 import onnxruntime
 import pandas as pd
 import sklearn
-from mlflow.entities import LoggedModelStatus
+from mlflow.entities import LoggedModel, LoggedModelStatus
 from mlflow.models import Model, infer_signature
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
@@ -49,7 +49,7 @@ def content_tags(model_sha256: str, export: ExportedCandidate) -> dict[str, str]
     return {SHA_TAG: model_sha256, ONNX_SHA_TAG: export.onnx.sha256 if export.onnx else "none"}
 
 
-def _content_filter(tags: dict[str, str]) -> str:
+def content_filter(tags: dict[str, str]) -> str:
     return " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
 
 
@@ -65,10 +65,14 @@ def _local_files(artifact_location: str) -> Iterator[Path]:
 
 
 def logged_model_problem(model_id: str) -> str | None:
+    """None when the logged model ``model_id`` is whole, else what is wrong with it."""
+    return model_problem(MlflowClient().get_logged_model(model_id))
+
+
+def model_problem(model: LoggedModel) -> str | None:
     """None when the logged model is whole: READY, with files that hash to what was recorded
     once they were uploaded; else what is wrong with it. MLflow writes a model's tags before its
     files, so tags alone never prove a model is there."""
-    model = MlflowClient().get_logged_model(model_id)
     if model.status != LoggedModelStatus.READY:
         return f"its status is {model.status}"
     recorded = model.tags.get(FILES_SHA_TAG)
@@ -85,11 +89,11 @@ def find_logged_model(experiment_id: str, tags: dict[str, str]) -> str | None:
     """A whole logged model with these content tags, if there is one."""
     found = mlflow.search_logged_models(
         experiment_ids=[experiment_id],
-        filter_string=_content_filter(tags),
+        filter_string=content_filter(tags),
         output_format="list",
     )
     for model in found:
-        if model.status == LoggedModelStatus.READY and logged_model_problem(model.model_id) is None:
+        if model_problem(model) is None:
             return str(model.model_uri)
     return None
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from tasks.data import Lineage
 from tasks.export import ExportedCandidate
 from tasks.responsible import AuditedCandidate
-from tasks.tracking.models import _content_filter, content_tags, logged_model_problem
+from tasks.tracking.models import content_filter, content_tags, logged_model_problem
 from tasks.tracking.runs import TrackedRun
 from tasks.tracking.store import configure
 from tasks.tracking.tags import (
@@ -139,7 +139,7 @@ def register_version(
     client = MlflowClient()
     existing: list[Any]
     try:
-        query = f"name='{name}' and {_content_filter(content)}"
+        query = f"name='{name}' and {content_filter(content)}"
         existing = list(client.search_model_versions(query))
     except MlflowException:  # the registered model does not exist yet
         existing = []
