@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
                        "(default 10)")  # fmt: skip
     serve.add_argument("--device", choices=("auto", "cpu", "cuda"), help="(default auto)")
     serve.add_argument("--threads", type=int, help="onnxruntime threads per worker (default 1)")
+    serve.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="refuse unknown columns, unknown keys, params and numbers as strings "
+        "(by default they are dropped, ignored or converted, as MLflow does)",
+    )
     serve.add_argument("--workspace", help="workspace whose registry resolves models:/ URIs")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument("--debug", action="store_true", help="tracebacks on errors")

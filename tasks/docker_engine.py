@@ -148,7 +148,7 @@ def verify_prediction(url: str, release: Release) -> tuple[int, float]:
     local = Scorer(ModelRelease(release.name, release.version, release.source, release.graph),
                    device="cpu")  # fmt: skip
     rows = len(next(iter(release.example.values())))
-    _, expected = local.predict(release.example, rows)
+    expected = local.predict(release.example, rows).probabilities
     response = httpx.post(
         f"{url}/v1/predict", json={"records": _records(release.example)}, timeout=30
     )

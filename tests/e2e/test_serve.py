@@ -5,97 +5,22 @@ that moves while requests are in flight."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
-import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
-from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST_CANDIDATES, mlflow_payloads, write_csv
-from tests.e2e.processes import BIN, clean_env, free_port, pointed_at, wait_until_up
-from trustflow.config import TabularConfig
-from trustflow.data.validate import validate_frame
+import trustflow
+from tests.conftest import mlflow_payloads
+from tests.e2e.processes import BIN, clean_env, free_port, pointed_at
+from tests.e2e.serving import MODEL, Server, Trained, serving
 
 pytestmark = [pytest.mark.e2e]
-MODEL = "adult-income"
-
-
-@dataclass
-class Trained:
-    workspace: Path
-    tracking_uri: str
-    version: str
-    rows: pd.DataFrame  # feature columns only, as a client sends them
-    native: object  # the registered scikit-learn pipeline
-
-    def client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, adult_sample: pd.DataFrame) -> Trained:
-    """One pipeline run (sample data, fast candidates) registers the champion to serve."""
-    home = tmp_path_factory.mktemp("serve")
-    source = write_csv(adult_sample, home / "adult.csv")
-    workspace = home / "ws"
-    done = subprocess.run(
-        [str(BIN / "trustflow"), "run", "--json", "--workspace", str(workspace),
-         "--set", f"data.source=csv:{source}", "--set", FAST_CANDIDATES],
-        env=clean_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
-    uri = f"sqlite:///{workspace / 'mlflow.db'}"
-    with pointed_at(uri):
-        native = mlflow.sklearn.load_model(f"models:/{MODEL}/{summary['model']['version']}")
-    typed, _ = validate_frame(adult_sample, TabularConfig().data.dataset, "impute", "sample")
-    rows = typed.drop(columns=["income"]).head(300)  # some cells missing, as clients send them
-    assert rows.isna().any().any()
-    return Trained(workspace, uri, summary["model"]["version"], rows, native)
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[str]
-
-    def post(self, path: str, **kwargs) -> httpx.Response:
-        return httpx.post(self.url + path, timeout=30, **kwargs)
-
-    def get(self, path: str, **kwargs) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=30, **kwargs)
-
-
-@contextmanager
-def serving(trained: Trained, model: str, *args: str, **env: str) -> Iterator[Server]:
-    port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "trustflow"), "serve", "--model", model, "--port", str(port),
-         "--workspace", str(trained.workspace), *args],
-        env=clean_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    server = Server(f"http://127.0.0.1:{port}", process)
-    try:
-        wait_until_up(server.url + "/readyz", process)
-        yield server
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught.
-        assert process.returncode in (0, -signal.SIGTERM), (
-            process.stderr.read() if process.stderr else ""
-        )
 
 
 @pytest.fixture(scope="module")
@@ -149,13 +74,11 @@ def test_bad_requests_are_refused_naming_the_field_and_the_server_stays_up(
     trained, champion_server
 ):
     record = json.loads(trained.rows.head(1).to_json(orient="records"))[0]
-    unknown = {**record, "salary": 1}
     missing = {k: v for k, v in record.items() if k != "age"}
     wrong_number = {**record, "age": "forty"}
     wrong_text = {**record, "sex": 1}
     boolean = {**record, "hours_per_week": True}
     cases = [
-        ({"dataframe_records": [unknown]}, 400, "unknown column 'salary'"),
         ({"dataframe_records": [missing]}, 400, "missing column 'age'"),
         ({"dataframe_records": [wrong_number]}, 400, "column 'age' row 0: expected a number"),
         ({"dataframe_records": [wrong_text]}, 400, "column 'sex' row 0: expected a string"),
@@ -175,7 +98,7 @@ def test_bad_requests_are_refused_naming_the_field_and_the_server_stays_up(
     assert _refusal(champion_server, content=b"x", headers=plain)[0] == 415
     too_big = b"[" + b" " * (4 * 1024 * 1024) + b"]"
     status, message = _refusal(champion_server, content=too_big, headers=as_json)
-    assert status == 413 and "--max-body-bytes" in message
+    assert status == 413 and "raise it with --max-body-bytes" in message
 
     # Still up, still right.
     after = champion_server.post("/invocations", json={"dataframe_records": [record]})
@@ -185,8 +108,33 @@ def test_bad_requests_are_refused_naming_the_field_and_the_server_stays_up(
     assert 'trustflow_request_duration_seconds_bucket{endpoint="invocations",le="0.01"}' in metrics
 
 
+def test_strict_refuses_what_mlflow_drops(trained):
+    record = json.loads(trained.rows.head(1).to_json(orient="records"))[0]
+    with_label = {"dataframe_records": [{**record, "income": ">50K"}]}
+    with serving(trained, f"models:/{MODEL}/{trained.version}", "--strict") as strict:
+        refused = strict.post("/invocations", json=with_label)
+        assert refused.status_code == 400
+        assert "unknown column 'income'" in refused.json()["message"]
+        assert strict.post("/invocations", json={**with_label, "id": 1}).status_code == 400
+
+
+def test_unused_columns_are_dropped_and_named(trained, champion_server):
+    record = json.loads(trained.rows.head(1).to_json(orient="records"))[0]
+    response = champion_server.post(
+        "/v1/predict", json={"records": [{**record, "income": ">50K", "id": 7}]}
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Trustflow-Dropped-Columns"] == "income,id"
+    plain = champion_server.post("/v1/predict", json={"records": [record]})
+    assert plain.json()["probabilities"] == response.json()["probabilities"]
+    assert "X-Trustflow-Dropped-Columns" not in plain.headers
+
+
 def test_health_readiness_and_openapi(trained, champion_server):
     assert champion_server.get("/healthz").json() == {"status": "ok"}
+    assert champion_server.get("/health").status_code == 200  # MLflow's names for it
+    assert champion_server.get("/ping").status_code == 200
+    assert champion_server.get("/version").text == f"trustflow {trustflow.__version__}"
     ready = champion_server.get("/readyz").json()
     assert ready["model"] == {"name": MODEL, "version": trained.version}
     assert ready["providers"] == ["CPUExecutionProvider"]  # no GPU on the test machine
@@ -197,16 +145,42 @@ def test_health_readiness_and_openapi(trained, champion_server):
 def test_bearer_token_is_required_when_configured(trained):
     model = f"models:/{MODEL}/{trained.version}"
     record = json.loads(trained.rows.head(1).to_json(orient="records"))
+    payload = {"dataframe_records": record}
+    bad_headers = [
+        {},
+        {"Authorization": "Bearer no"},
+        {"Authorization": ""},
+        {"Authorization": "Basic czNjcmV0Og=="},
+        {"Authorization": "s3cret"},
+        {"Authorization": "Bearer s3cret\u00e9".encode("latin-1")},  # a non-ASCII byte
+        {"Authorization": b"Bearer \xff\xfe"},
+    ]
     with serving(trained, model, TRUSTFLOW_SERVE_TOKEN="s3cret") as server:
-        payload = {"dataframe_records": record}
-        denied = server.post("/invocations", json=payload)
-        wrong = server.post("/invocations", json=payload, headers={"Authorization": "Bearer no"})
+        for headers in bad_headers:
+            denied = server.post("/invocations", json=payload, headers=headers)
+            assert denied.status_code == 401, headers
+            assert denied.headers["WWW-Authenticate"].startswith("Bearer"), headers
+            assert denied.json()["error_code"] == "UNAUTHENTICATED"
         allowed = server.post(
             "/invocations", json=payload, headers={"Authorization": "Bearer s3cret"}
         )
-        assert (denied.status_code, wrong.status_code, allowed.status_code) == (401, 401, 200)
-        assert server.get("/metrics").status_code == 401
-        assert server.get("/healthz").status_code == 200  # probes need no token
+        assert allowed.status_code == 200
+        # Only the probes are open (README: Serving); everything else needs the token.
+        for path in ("/metrics", "/ping", "/health", "/version", "/docs", "/openapi.json"):
+            assert server.get(path).status_code == 401, path
+            assert server.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == (
+                200
+            ), path
+        for path in ("/healthz", "/readyz"):
+            assert server.get(path).status_code == 200, path
+        stderr = _stop(server)
+    assert "Traceback" not in stderr
+
+
+def _stop(server: Server) -> str:
+    server.process.terminate()
+    server.process.wait(timeout=30)
+    return server.process.stderr.read() if server.process.stderr else ""
 
 
 def test_several_workers_answer_and_share_their_metrics(trained):

@@ -138,7 +138,7 @@ def test_run_digits_registers_a_parity_checked_cnn_that_is_served(tmp_path, caps
     scorer = Scorer(ModelRelease("digits-cnn", "1", "models:/digits-cnn/1", graph))
     assert list(scorer.columns) == PIXELS and scorer.classes == [str(d) for d in range(10)]
     rows = digits_frame().head(50)
-    labels, _ = scorer.predict({p: rows[p].tolist() for p in PIXELS}, len(rows))
+    labels = scorer.predict({p: rows[p].tolist() for p in PIXELS}, len(rows)).labels
     assert np.mean(labels == rows["digit"].to_numpy()) >= 0.9
 
     # Unchanged data and config: every stage from the content cache, the same version.

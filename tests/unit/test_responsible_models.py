@@ -95,10 +95,10 @@ def test_the_ebm_reads_raw_features_and_converts_with_parity(trained) -> None:
     assert scorer.classes == list(SCHEMA.target_labels)
     rows = trained.test.head(3)
     columns = {name: rows[name].tolist() for name in SCHEMA.feature_columns}
-    labels, probabilities = scorer.session.run(None, scorer.feed(columns, len(rows)))
+    prediction = scorer.predict(columns, len(rows))
     expected = trained.ebm.predict_proba(rows[SCHEMA.feature_columns])
-    assert np.allclose(probabilities, expected, atol=1e-5)
-    assert labels.ravel().tolist() == trained.ebm.predict(rows[SCHEMA.feature_columns]).tolist()
+    assert np.allclose(prediction.probabilities, expected, atol=1e-5)
+    assert prediction.labels.tolist() == trained.ebm.predict(rows[SCHEMA.feature_columns]).tolist()
 
 
 def test_explanations_rank_every_feature(trained) -> None:

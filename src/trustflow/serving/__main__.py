@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rows", type=int, default=10_000, help="rows per request")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--strict", action="store_true", help="refuse what MLflow drops")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     try:
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             max_rows=args.max_rows,
             threads=args.threads,
             device=args.device,
+            strict=args.strict,
         )
         source = FileSource(Path(args.model).resolve())
         scorer = Scorer(source.load(), settings.device, settings.threads)

@@ -1,9 +1,12 @@
 """The inference server: an ASGI app over onnxruntime.
 
-Endpoints: ``POST /invocations`` (MLflow's scoring protocol, JSON or CSV), ``POST /v1/predict``
-(records in, labels and probabilities out), ``GET /healthz`` (the process is up; ``/ping`` is
-MLflow's name for it), ``GET /readyz`` (a model is loaded), ``GET /metrics`` (Prometheus), and
-OpenAPI docs at ``/docs``.
+Endpoints: ``POST /invocations`` (MLflow's scoring protocol: JSON, CSV or Parquet),
+``POST /v1/predict`` (records in, labels and probabilities out), ``GET /healthz`` (the process is
+up; ``/ping`` and ``/health`` are MLflow's names for it), ``GET /readyz`` (a model is loaded),
+``GET /version``, ``GET /metrics`` (Prometheus), and OpenAPI docs at ``/docs``.
+
+With a token (``$TRUSTFLOW_SERVE_TOKEN``), every path but the probes in ``OPEN_PATHS`` needs
+``Authorization: Bearer <token>``.
 
 A watcher thread loads the model, then asks the :class:`ModelSource` every ``poll_seconds``
 whether a newer release exists (an alias that moved, a file that changed). A new release is
@@ -16,7 +19,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import hmac
-import json
 import logging
 import os
 import threading
@@ -32,7 +34,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from trustflow.serving.protocol import MLFLOW_KEYS, mlflow_columns, predict_columns
+from trustflow import __version__
+from trustflow.serving.protocol import MLFLOW_KEYS, request_columns
 from trustflow.serving.scorer import (
     NUMBER,
     Device,
@@ -41,12 +44,15 @@ from trustflow.serving.scorer import (
     ModelRelease,
     PayloadError,
     Scorer,
-    csv_columns,
 )
 
 log = logging.getLogger("trustflow.serve")
 
 TOKEN_ENV = "TRUSTFLOW_SERVE_TOKEN"
+# What a load balancer or Kubernetes probes without credentials; everything else (MLflow's /ping
+# and /health included) needs the token when one is set.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+DROPPED_HEADER = b"x-trustflow-dropped-columns"
 ERROR_CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHENTICATED",
@@ -72,6 +78,9 @@ class ServeSettings(BaseModel):
     poll_seconds: float = Field(default=10.0, gt=0)
     device: Device = "auto"
     threads: int = Field(default=1, ge=1)  # onnxruntime intra-op threads per worker
+    # Refuse what MLflow's server ignores or converts: unknown columns and top-level keys,
+    # params, records with different keys, numbers sent as strings.
+    strict: bool = False
 
 
 class ModelSource(Protocol):
@@ -178,21 +187,6 @@ def _error_body(status: int, message: str) -> dict[str, str]:
     return {"error_code": ERROR_CODES.get(status, "BAD_REQUEST"), "message": message}
 
 
-def _error(status: int, message: str) -> Response:
-    return _json(_error_body(status, message), status)
-
-
-def _parse_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # Python's json.dumps writes NaN for a missing number, as MLflow's client may send
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError(400, f"the body is not valid JSON: {exc}") from None
-
-
 class InferenceServer:
     def __init__(
         self, source: ModelSource, settings: ServeSettings, initial: Scorer | None = None
@@ -264,19 +258,25 @@ class InferenceServer:
 
     # -- request handling ------------------------------------------------------------------
 
-    def _authorize(self, headers: dict[bytes, bytes]) -> None:
-        if self.token is None:
-            return
-        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), self.token):
-            raise PayloadError(401, f"missing or wrong bearer token (set by ${TOKEN_ENV})")
+    def authorized(self, scope: Scope) -> bool:
+        """Whether this request may proceed: an open path, no token set, or the right one.
+        Compared as bytes: a header is any bytes, and a non-ASCII one is simply wrong."""
+        if self.token is None or scope.get("path") in OPEN_PATHS:
+            return True
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(
+            token.strip(), self.token.encode()
+        )
 
     async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         limit = self.settings.max_body_bytes
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             raise PayloadError(
-                413, f"the body has {int(declared)} bytes; the limit is {limit} (--max-body-bytes)"
+                413,
+                f"the body has {int(declared)} bytes; the limit is {limit} "
+                "(raise it with --max-body-bytes)",
             )
         chunks, size, more = [], 0, True
         while more:
@@ -286,7 +286,9 @@ class InferenceServer:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise PayloadError(413, f"the body exceeds {limit} bytes (--max-body-bytes)")
+                raise PayloadError(
+                    413, f"the body exceeds {limit} bytes (raise it with --max-body-bytes)"
+                )
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
@@ -302,42 +304,39 @@ class InferenceServer:
             raise PayloadError(400, "the request has no rows")
         if rows > self.settings.max_rows:
             raise PayloadError(
-                413, f"{rows} rows exceed the limit of {self.settings.max_rows} (--max-rows)"
+                413,
+                f"{rows} rows exceed the limit of {self.settings.max_rows} "
+                "(raise it with --max-rows)",
             )
 
-    async def score(self, scope: Scope, receive: Receive, endpoint: str) -> tuple[int, bytes]:
-        """One scoring request, straight from ASGI: (status, JSON body)."""
+    async def score(
+        self, scope: Scope, receive: Receive, endpoint: str
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """One scoring request, straight from ASGI: (status, JSON body, extra headers)."""
         started = time.perf_counter()
-        status = 200
+        status, extra = 200, []
         try:
             headers = dict(scope["headers"])
-            self._authorize(headers)
             body = await self._body(headers, receive)
             scorer = self._ready_scorer()
-            content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
-            if endpoint == "invocations" and "csv" in content_type:
-                numeric = {name for name, kind in scorer.columns.items() if kind == NUMBER}
-                columns, rows = csv_columns(body.decode("utf-8", "replace"), numeric)
-            elif "json" not in content_type:
-                raise PayloadError(
-                    415, f"content type '{content_type}': send application/json or text/csv"
-                )
-            elif endpoint == "invocations":
-                columns, rows = mlflow_columns(_parse_json(body))
-            else:
-                columns, rows = predict_columns(_parse_json(body))
+            content_type = headers.get(b"content-type", b"").decode("latin-1") or None
+            numeric = {name for name, kind in scorer.columns.items() if kind == NUMBER}
+            strict = self.settings.strict
+            columns, rows = request_columns(endpoint, content_type, body, numeric, strict)
             self._check_rows(rows)
-            labels, probabilities = scorer.predict(columns, rows)
+            prediction = scorer.predict(columns, rows, strict)
             if endpoint == "invocations":
-                answer: Any = {"predictions": labels.tolist()}
+                answer: Any = {"predictions": prediction.labels.tolist()}
             else:
                 release = scorer.release
                 answer = {
                     "model": {"name": release.name, "version": release.version},
                     "classes": scorer.classes,
-                    "labels": scorer.class_names(labels),
-                    "probabilities": probabilities.tolist(),
+                    "labels": scorer.class_names(prediction.labels),
+                    "probabilities": prediction.probabilities.tolist(),
                 }
+            if prediction.dropped:
+                extra.append((DROPPED_HEADER, ",".join(prediction.dropped).encode()))
             self.metrics.rows.labels(endpoint).inc(rows)
         except PayloadError as exc:
             status, answer = exc.status, _error_body(exc.status, exc.message)
@@ -345,10 +344,10 @@ class InferenceServer:
             log.exception("scoring failed")
             status = 500
             answer = _error_body(500, f"scoring failed: {type(exc).__name__}: {exc}")
-        self._observe(endpoint, status, started)
-        return status, orjson.dumps(answer)
+        self.observe(endpoint, status, started)
+        return status, orjson.dumps(answer), extra
 
-    def _observe(self, endpoint: str, status: int, started: float) -> None:
+    def observe(self, endpoint: str, status: int, started: float) -> None:
         self.metrics.requests.labels(endpoint, status).inc()
         if status >= 400:
             self.metrics.errors.labels(endpoint, status).inc()
@@ -368,13 +367,9 @@ class InferenceServer:
             }
         )
 
-    def metrics_text(self, request: Request) -> Response:
+    def metrics_text(self) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        try:
-            self._authorize(dict(request.scope["headers"]))
-        except PayloadError as exc:
-            return _error(exc.status, exc.message)
         return Response(generate_latest(self.metrics.exposition), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -383,11 +378,14 @@ def _records_schema() -> dict[str, Any]:
     return {"type": "array", "items": record}
 
 
-def _request_body(json_schema: dict[str, Any], csv: bool = False) -> dict[str, Any]:
-    """An OpenAPI requestBody: JSON with ``json_schema``, and a CSV text where accepted."""
+def _request_body(json_schema: dict[str, Any], tables: bool = False) -> dict[str, Any]:
+    """An OpenAPI requestBody: JSON with ``json_schema``, and CSV and Parquet where accepted."""
     content: dict[str, Any] = {"application/json": {"schema": json_schema}}
-    if csv:
+    if tables:
         content["text/csv"] = {"schema": {"type": "string"}}
+        content["application/vnd.apache.parquet"] = {
+            "schema": {"type": "string", "format": "binary"}
+        }
     return {"requestBody": {"required": True, "content": content}}
 
 
@@ -408,7 +406,7 @@ INVOCATIONS_BODY = _request_body(
             "inputs": {},
         },
     },
-    csv=True,
+    tables=True,
 )
 PREDICT_BODY = _request_body(
     {"type": "object", "required": ["records"], "properties": {"records": _records_schema()}}
@@ -450,17 +448,18 @@ def create_app(
     @app.post("/invocations", openapi_extra=INVOCATIONS_BODY)
     async def invocations(request: Request) -> Response:
         """MLflow's scoring protocol: answers {"predictions": [class index, ...]}."""
-        status, body = await server.score(request.scope, request.receive, "invocations")
+        status, body, _ = await server.score(request.scope, request.receive, "invocations")
         return Response(body, status, media_type="application/json")
 
     @app.post("/v1/predict", openapi_extra=PREDICT_BODY)
     async def predict(request: Request) -> Response:
         """Records in; class labels and per-class probabilities out."""
-        status, body = await server.score(request.scope, request.receive, "predict")
+        status, body, _ = await server.score(request.scope, request.receive, "predict")
         return Response(body, status, media_type="application/json")
 
     @app.get("/healthz")
     @app.get("/ping", include_in_schema=False)  # MLflow's clients wait on /ping
+    @app.get("/health", include_in_schema=False)
     async def healthz() -> Response:
         """The process is up (it may still be loading its model: see /readyz)."""
         return _json({"status": "ok"})
@@ -470,17 +469,23 @@ def create_app(
         """200 with the model being served, 503 until one is loaded."""
         return server.ready()
 
+    @app.get("/version")
+    async def version() -> Response:
+        """The server's version as plain text (MLflow's client reads it with get_version())."""
+        return Response(f"trustflow {__version__}", media_type="text/plain")
+
     @app.get("/metrics")
-    async def metrics(request: Request) -> Response:
+    async def metrics() -> Response:
         """Prometheus text format: requests, errors, latency histogram, reloads."""
-        return server.metrics_text(request)
+        return server.metrics_text()
 
     return ScoringRoutes(app, server)
 
 
 class ScoringRoutes:
-    """ASGI: the two scoring routes go straight to the server, the rest to FastAPI. FastAPI's
-    routing and dependency machinery cost ~130 us a request, half of a one-row prediction."""
+    """ASGI: the token check for every path, then the two scoring routes straight to the server
+    and the rest to FastAPI. FastAPI's routing and dependency machinery cost ~130 us a request,
+    half of a one-row prediction."""
 
     ROUTES: ClassVar[dict[str, str]] = {"/invocations": "invocations", "/v1/predict": "predict"}
 
@@ -489,19 +494,35 @@ class ScoringRoutes:
         self.server = server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self.ROUTES.get(scope.get("path", ""))
-        if endpoint is None or scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status, body = await self.server.score(scope, receive, endpoint)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        endpoint = self.ROUTES.get(scope.get("path", ""))
+        if not self.server.authorized(scope):
+            started = time.perf_counter()
+            message = f"missing or wrong bearer token (set by ${TOKEN_ENV})"
+            body = orjson.dumps(_error_body(401, message))
+            await _send(send, 401, body, [(b"www-authenticate", b'Bearer realm="trustflow"')])
+            if endpoint is not None:
+                self.server.observe(endpoint, 401, started)
+            return
+        if endpoint is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        status, body, headers = await self.server.score(scope, receive, endpoint)
+        await _send(send, status, body, headers)
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -65,12 +65,71 @@ def providers_for(device: Device) -> list[str]:
 
 NoneType = type(None)
 NUMBER_TYPES: set[type] = {int, float, NoneType}  # bool is not int here: type(True) is bool
-TEXT_TYPES: set[type] = {str, NoneType}
 
 
 def _reject(name: str, values: list[Any], allowed: set[type], expected: str) -> None:
     row = next(row for row, value in enumerate(values) if type(value) not in allowed)
     raise PayloadError(400, f"column '{name}' row {row}: expected {expected}, got {values[row]!r}")
+
+
+def _numbers(name: str, values: list[Any], strict: bool) -> list[Any]:
+    """A number column with types other than int/float/None: numbers sent as strings are
+    converted (as MLflow converts them by the signature) unless ``strict``; anything else (a
+    bool, an object, a word) is refused naming its row."""
+    allowed = NUMBER_TYPES if strict else NUMBER_TYPES | {str}
+    if not set(map(type, values)) <= allowed:
+        _reject(name, values, allowed, "a number")
+    converted = []
+    for row, value in enumerate(values):
+        if type(value) is str:
+            try:
+                value = float(value) if value.strip() else None
+            except ValueError:
+                raise PayloadError(
+                    400, f"column '{name}' row {row}: expected a number, got {value!r}"
+                ) from None
+        converted.append(value)
+    return converted
+
+
+def _texts(name: str, values: list[Any]) -> list[Any]:
+    """A text column with missing cells: None, or NaN as pandas (and MLflow's client) writes a
+    missing string. Missing encodes as "", as in the export. Any other non-string is refused."""
+    out = []
+    for row, value in enumerate(values):
+        if value is None or (type(value) is float and value != value):  # NaN != NaN
+            value = ""
+        elif type(value) is not str:
+            raise PayloadError(400, f"column '{name}' row {row}: expected a string, got {value!r}")
+        out.append(value)
+    return out
+
+
+def _finite(name: str, values: list[Any], dtype: type[np.floating[Any]]) -> np.ndarray:
+    """The column as an (n, 1) array. NaN is a missing number; an infinity (JSON's Infinity,
+    1e400, CSV's inf), or a number beyond a float32 input's range, is refused, not scored."""
+    column = np.array(values, dtype=np.float64)
+    infinite = np.isinf(column)
+    if not infinite.any() and dtype is not np.float64:
+        with np.errstate(over="ignore"):  # an overflow is found, and named, just below
+            column = column.astype(dtype)
+        infinite = np.isinf(column)
+        expected = f"a number within {np.dtype(dtype).name} range"
+    else:
+        expected = "a finite number"
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0])
+        raise PayloadError(
+            400, f"column '{name}' row {row}: expected {expected}, got {values[row]!r}"
+        )
+    return column.reshape(-1, 1)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    labels: np.ndarray  # class indices
+    probabilities: np.ndarray  # one column per class
+    dropped: list[str]  # request columns the model does not take, left out
 
 
 class Scorer:
@@ -112,12 +171,16 @@ class Scorer:
         classes = self.session.get_modelmeta().custom_metadata_map.get(METADATA_CLASSES)
         self.classes: list[str] | None = json.loads(classes) if classes else None
 
-    def feed(self, columns: dict[str, list[Any]], rows: int) -> dict[str, np.ndarray]:
-        """Check ``columns`` against the signature and build the session's inputs."""
-        unknown = [name for name in columns if name not in self.columns]
-        if unknown:
+    def feed(
+        self, columns: dict[str, list[Any]], rows: int, strict: bool = False
+    ) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Check ``columns`` against the signature and build the session's inputs; also the
+        columns the model does not take, which are dropped (as MLflow drops them) unless
+        ``strict``."""
+        dropped = [name for name in columns if name not in self.columns]
+        if dropped and strict:
             raise PayloadError(
-                400, f"unknown column '{unknown[0]}'; the model takes: {', '.join(self.columns)}"
+                400, f"unknown column '{dropped[0]}'; the model takes: {', '.join(self.columns)}"
             )
         feed: dict[str, np.ndarray] = {}
         for name, kind in self.columns.items():
@@ -127,60 +190,26 @@ class Scorer:
             if len(values) != rows:
                 raise PayloadError(400, f"column '{name}' has {len(values)} values, not {rows}")
             # The type checks run as one C-level pass over the column (set(map(type, ...)));
-            # only a failing column is walked again to name the row.
+            # only a column that fails it is walked again, to convert or to name the row.
             types = set(map(type, values))
             if kind == NUMBER:
                 if not types <= NUMBER_TYPES:
-                    _reject(name, values, NUMBER_TYPES, "a number")
+                    values = _numbers(name, values, strict)
                 dtype = np.float32 if name in self.float_inputs else np.float64
-                feed[name] = np.array(values, dtype=dtype).reshape(rows, 1)
+                feed[name] = _finite(name, values, dtype)
             else:
-                if not types <= TEXT_TYPES:
-                    _reject(name, values, TEXT_TYPES, "a string")
-                if NoneType in types:  # missing, as in the export: encodes like unknown
-                    values = ["" if value is None else value for value in values]
+                if not types <= {str}:
+                    values = _texts(name, values)
                 feed[name] = np.array(values, dtype=object).reshape(rows, 1)
-        return feed
+        return feed, dropped
 
-    def predict(self, columns: dict[str, list[Any]], rows: int) -> tuple[np.ndarray, np.ndarray]:
-        """(labels as class indices, probabilities with one column per class)."""
-        labels, probabilities = self.session.run(self.outputs, self.feed(columns, rows))
-        return np.asarray(labels).reshape(-1), np.asarray(probabilities)
+    def predict(self, columns: dict[str, list[Any]], rows: int, strict: bool = False) -> Prediction:
+        feed, dropped = self.feed(columns, rows, strict)
+        labels, probabilities = self.session.run(self.outputs, feed)
+        return Prediction(np.asarray(labels).reshape(-1), np.asarray(probabilities), dropped)
 
     def class_names(self, labels: np.ndarray) -> list[str]:
         names = self.classes
         if names is None:
             return [str(label) for label in labels.tolist()]
         return [names[label] for label in labels.tolist()]
-
-
-def csv_columns(text: str, numeric: set[str]) -> tuple[dict[str, list[Any]], int]:
-    """A CSV body (header row first) as columns; numbers parsed for numeric columns."""
-    import csv
-
-    reader = csv.reader(text.splitlines())
-    header = next(reader, None)
-    if not header:
-        raise PayloadError(400, "CSV body is empty: expected a header row and data rows")
-    columns: dict[str, list[Any]] = {name: [] for name in header}
-    rows = 0
-    for line, record in enumerate(reader, start=2):
-        if not record:
-            continue
-        if len(record) != len(header):
-            raise PayloadError(
-                400, f"CSV line {line}: {len(record)} fields, the header has {len(header)}"
-            )
-        for name, cell in zip(header, record, strict=True):
-            if name in numeric:
-                try:
-                    value: Any = float(cell) if cell.strip() else None
-                except ValueError:
-                    raise PayloadError(
-                        400, f"column '{name}' row {rows}: expected a number, got {cell!r}"
-                    ) from None
-                columns[name].append(value)
-            else:
-                columns[name].append(cell or None)
-        rows += 1
-    return columns, rows
