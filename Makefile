@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install run repro test test-fast lint format benchmark benchmark-container serve server server-down mlflow-ui clean
+.PHONY: help install install-gpu run repro test test-fast lint format benchmark benchmark-container serve server server-down mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project (once)
+
+# onnxruntime-gpu installs the same `onnxruntime` module as onnxruntime, so it replaces it (same
+# version, from constraints.txt; its other dependencies are onnxruntime's). CUDA 13 and cuDNN 9
+# must be on the machine. Back to the CPU build: pip uninstall onnxruntime-gpu, rm $(STAMP), make.
+install-gpu: $(STAMP) ## swap onnxruntime for onnxruntime-gpu, the same version (CUDA serving)
+	$(BIN)/python -m pip uninstall --quiet -y onnxruntime
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt onnxruntime-gpu
+	$(BIN)/python -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
 
 run: $(STAMP) ## run train-tabular on the bundled data (workspace: this directory)
 	$(BIN)/trustflow run $(ARGS)

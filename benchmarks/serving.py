@@ -1,25 +1,31 @@
-"""`trustflow serve` vs `mlflow models serve` for the same registered champion, same client.
+"""`trustflow serve` vs `mlflow models serve` on the same registered champion, driven by a load
+generator we did not write: wrk (Debian's `wrk` package; `apt-get install wrk`).
 
-Both servers run as they would for a user (uvicorn, the same number of workers, MLflow with
-``--env-manager local``) on 127.0.0.1. One asyncio client drives each with a fixed number of
-keep-alive connections for a fixed time, first with one-row requests, then with 256-row batches
-(the same ``dataframe_split`` bodies for both), and prints requests/s, p50 and p99 and the
-ratios. Issue targets on the 2-core machine: single-row throughput >= 5x MLflow's, our p99 <= 10
-ms at concurrency 16.
+Three servers run side by side on 127.0.0.1, one worker each, as a user would start them:
+trustflow, MLflow (``--env-manager local``), and MLflow again with ``OMP_NUM_THREADS=1`` (its
+scikit-learn model otherwise starts a thread per core, which fight the load generator on a small
+box). For each scenario (one-row requests at concurrency 1, 16 and 64; 256-row batches at 16)
+the servers take turns, each for ``--seconds`` after a short warm-up, with the same
+``dataframe_split`` body. Per server and scenario: requests/s, p50 and p99 as wrk measures them,
+and the server's CPU time per request (user + system of its whole process tree, from
+/proc via psutil).
 
-    .venv/bin/python benchmarks/serving.py [--workspace DIR] [--seconds 10] [--concurrency 16]
+The load generator shares the machine's cores with the server, so requests/s and latency
+depend on how much CPU wrk itself takes; CPU per request is the steadier figure. Targets (issue
+15): one-row CPU per request at least 20x below MLflow's, and our p99 <= 10 ms at c=16.
 
-Without --workspace it trains the default pipeline into a temporary workspace first (~30 s).
+    .venv/bin/python benchmarks/serving.py [--workspace DIR] [--seconds 10]
+
+Without --workspace it trains the default pipeline into a temporary workspace first (~1.5 min).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
+import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,10 +34,27 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
-import uvloop  # the client's event loop: the less it costs, the less it skews latencies
+import psutil
 
 BIN = Path(sys.executable).parent
 MODEL = "models:/adult-income@champion"
+SCENARIOS = (("1 row", 1, 1), ("1 row", 1, 16), ("1 row", 1, 64), ("256 rows", 256, 16))
+# wrk runs this in each of its threads: POST the body file, and at the end print one JSON line.
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local file = io.open(os.getenv("WRK_BODY"), "rb")
+wrk.body = file:read("*a")
+file:close()
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "non_2xx": %d, "socket_errors": %d, '
+    .. '"p50_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
 
 
 def free_port() -> int:
@@ -40,86 +63,41 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> float:
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if process.poll() is not None:
-            stderr = ""
-            if process.stderr is not None:
-                process.stderr.seek(0)
-                stderr = process.stderr.read().decode()[-2000:]
-            raise SystemExit(
-                f"server exited with {process.returncode} before {url} answered:\n{stderr}"
-            )
-        try:  # every worker must be ready: 20 answers in a row, whichever worker gives them
-            for _ in range(20):  # urlopen raises on a 503 from a worker still loading
-                urllib.request.urlopen(url, timeout=1).close()
-            return time.perf_counter() - started
+            raise SystemExit(f"server exited with {process.returncode} before {url} answered")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
         except OSError:
-            time.sleep(0.1)
+            time.sleep(0.2)
     raise SystemExit(f"{url} not ready after {timeout} s")
 
 
-def request_bytes(port: int, body: bytes) -> bytes:
-    head = (
-        f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its descendants (MLflow's CLI runs uvicorn as a
+    child)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
-async def connection(
-    port: int, request: bytes, stop_at: float, latencies: list[float], errors: list[int]
-) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        while time.perf_counter() < stop_at:
-            started = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
-            if status != 200:
-                errors.append(status)
-    finally:
-        writer.close()
-
-
-async def drive(port: int, body: bytes, seconds: float, concurrency: int) -> dict[str, float]:
-    request = request_bytes(port, body)
-    warm: list[float] = []
-    await asyncio.gather(  # warm-up: connections, caches, the first requests' imports
-        *(connection(port, request, time.perf_counter() + 1.0, warm, []) for _ in range(2))
-    )
-    latencies: list[float] = []
-    errors: list[int] = []
-    started = time.perf_counter()
-    stop_at = started + seconds
-    await asyncio.gather(
-        *(connection(port, request, stop_at, latencies, errors) for _ in range(concurrency))
-    )
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise SystemExit(f"port {port}: {len(errors)} failed requests, e.g. HTTP {errors[0]}")
-    ordered = sorted(latencies)
-    return {
-        "requests": len(ordered),
-        "rps": len(ordered) / elapsed,
-        "p50_ms": statistics.median(ordered) * 1e3,
-        "p99_ms": ordered[int(0.99 * (len(ordered) - 1))] * 1e3,
-    }
-
-
-def start(command: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    # stderr to a file, not a pipe: a server that logs a lot must not block on a full pipe.
-    log = tempfile.TemporaryFile()  # noqa: SIM115 (open while the server runs; read on failure)
-    return subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
+def wrk(url: str, body: Path, script: Path, seconds: float, connections: int) -> dict[str, float]:
+    threads = min(2, connections)
+    done = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s",
+         "-s", str(script), url],
+        env={**os.environ, "WRK_BODY": str(body)}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def workspace_with_champion(given: Path | None, env: dict[str, str]) -> Path:
@@ -137,24 +115,13 @@ def workspace_with_champion(given: Path | None, env: dict[str, str]) -> Path:
     return workspace
 
 
-def request_bodies(workspace: Path) -> dict[str, bytes]:
-    """The same scoring bodies for every server: 1 row and 256 rows of the workspace's data."""
-    rows = pd.read_parquet(workspace / "data" / "adult.parquet").drop(columns=["income"])
-    return {
-        f"{n} row{'s' if n > 1 else ''}": json.dumps(
-            {"dataframe_split": rows.head(n).to_dict(orient="split")}
-        ).encode()
-        for n in (1, 256)
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, help="a workspace with a champion")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=1, help="for both servers")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per server and scenario")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
 
     env = {
         **os.environ,
@@ -165,57 +132,83 @@ def main() -> None:
     env.pop("MLFLOW_TRACKING_URI", None)
     workspace = workspace_with_champion(args.workspace, env)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workspace.resolve() / 'mlflow.db'}"
+    scratch = Path(tempfile.mkdtemp(prefix="trustflow-wrk-"))
+    script = scratch / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    rows = pd.read_parquet(workspace / "data" / "adult.parquet").drop(columns=["income"])
+    bodies = {}
+    for size in {rows_ for _, rows_, _ in SCENARIOS}:
+        bodies[size] = scratch / f"{size}.json"
+        split = json.loads(rows.head(size).to_json(orient="split"))
+        bodies[size].write_text(json.dumps({"dataframe_split": split}))
 
-    bodies = request_bodies(workspace)
-    ours_port, mlflow_port = free_port(), free_port()
-    servers = {
-        "trustflow": (
-            [
-                *(BIN / "trustflow", "serve", "--model", MODEL, "--port", str(ours_port)),
-                *("--workers", str(args.workers), "--workspace", str(workspace)),
-            ],
-            ours_port,
-            "/readyz",
-        ),
-        "mlflow": (
-            [
-                *(BIN / "mlflow", "models", "serve", "-m", MODEL, "--env-manager", "local"),
-                *("-h", "127.0.0.1", "-p", str(mlflow_port), "-w", str(args.workers)),
-            ],
-            mlflow_port,
-            "/ping",
-        ),
-    }
-    results: dict[tuple[str, str], dict[str, float]] = {}
-    for name, (command, port, probe) in servers.items():
-        process = start([str(part) for part in command], env, workspace)
-        try:
-            ready = wait_ready(f"http://127.0.0.1:{port}{probe}", process)
-            print(f"{name}: ready {ready:.1f} s after start", flush=True)
-            for scenario, body in bodies.items():
-                results[name, scenario] = uvloop.run(
-                    drive(port, body, args.seconds, args.concurrency)
-                )
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    logs = []
+    try:
+        for name, command, extra_env, probe in [
+            ("trustflow", ["trustflow", "serve", "--model", MODEL, "--workspace", str(workspace)],
+             {}, "/readyz"),
+            ("mlflow", ["mlflow", "models", "serve", "-m", MODEL, "--env-manager", "local",
+                        "-w", "1", "-h", "127.0.0.1"], {}, "/ping"),
+            ("mlflow omp=1", ["mlflow", "models", "serve", "-m", MODEL, "--env-manager", "local",
+                              "-w", "1", "-h", "127.0.0.1"], {"OMP_NUM_THREADS": "1"}, "/ping"),
+        ]:  # fmt: skip
+            port = free_port()
+            log = (scratch / f"{name}.log").open("wb")
+            logs.append(log)
+            flag = "--port" if name == "trustflow" else "-p"
+            process = subprocess.Popen(
+                [str(BIN / command[0]), *command[1:], flag, str(port)],
+                env={**env, **extra_env}, cwd=workspace, stdout=log, stderr=log,
+                start_new_session=True,
+            )  # fmt: skip
+            servers[name] = (process, f"http://127.0.0.1:{port}")
+            wait_ready(servers[name][1] + probe, process)
+        model = json.loads(
+            urllib.request.urlopen(servers["trustflow"][1] + "/readyz", timeout=5).read()
+        )["model"]
+        print(f"serving {model['name']} v{model['version']}; {os.cpu_count()} CPUs shared with wrk")
+
+        results: dict[tuple[str, str, int], dict[str, float]] = {}
+        for scenario, size, connections in SCENARIOS:
+            for name, (process, url) in servers.items():  # the servers take turns
+                wrk(url + "/invocations", bodies[size], script, 2, min(connections, 4))  # warm
+                before = cpu_seconds(process.pid)
+                run = wrk(url + "/invocations", bodies[size], script, args.seconds, connections)
+                run["cpu_s"] = cpu_seconds(process.pid) - before
+                if run["non_2xx"] or run["socket_errors"]:
+                    raise SystemExit(f"{name} {scenario} c={connections}: failed requests {run}")
+                results[name, scenario, connections] = run
+    finally:
+        for process, _ in servers.values():
+            os.killpg(process.pid, 15)
+            process.wait(timeout=60)
+        for log in logs:
+            log.close()
 
     print(
-        f"\nconcurrency {args.concurrency}, {args.seconds:.0f} s per scenario, "
-        f"{args.workers} worker(s) each, {os.cpu_count()} CPUs (client on the same machine)"
+        f"\n{'server':<13} {'request':<9} {'c':>3} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'CPU ms/req':>10}"
     )
-    print(f"{'server':<10} {'request':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    for (name, scenario), row in results.items():
+    for (name, scenario, connections), run in results.items():
         print(
-            f"{name:<10} {scenario:<9} {row['rps']:>9.1f} {row['p50_ms']:>8.2f} "
-            f"{row['p99_ms']:>8.2f}"
+            f"{name:<13} {scenario:<9} {connections:>3} "
+            f"{run['requests'] / (run['duration_us'] / 1e6):>8.0f} {run['p50_us'] / 1e3:>7.2f} "
+            f"{run['p99_us'] / 1e3:>7.2f} {run['cpu_s'] * 1e3 / run['requests']:>10.3f}"
         )
-    for scenario in bodies:
-        ours, theirs = results["trustflow", scenario], results["mlflow", scenario]
-        print(
-            f"{scenario:<9} throughput trustflow/mlflow = {ours['rps'] / theirs['rps']:.1f}x, "
-            f"p99 mlflow/trustflow = {theirs['p99_ms'] / ours['p99_ms']:.1f}x"
-        )
+    print()
+    for scenario, _, connections in SCENARIOS:
+        ours = results["trustflow", scenario, connections]
+        for other in ("mlflow", "mlflow omp=1"):
+            theirs = results[other, scenario, connections]
+            cpu = (theirs["cpu_s"] / theirs["requests"]) / (ours["cpu_s"] / ours["requests"])
+            rps = (ours["requests"] / ours["duration_us"]) / (
+                theirs["requests"] / theirs["duration_us"]
+            )
+            print(
+                f"{scenario:<9} c={connections:<3} vs {other:<13} requests/s {rps:>5.1f}x, "
+                f"CPU per request {cpu:>5.1f}x lower"
+            )
 
 
 if __name__ == "__main__":

@@ -76,3 +76,12 @@ def mlflow_payloads(rows: pd.DataFrame) -> dict[str, dict]:
         "instances": {"instances": records},
         "inputs": {"inputs": {name: [r[name] for r in records] for name in rows.columns}},
     }
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, adult_sample: pd.DataFrame):
+    """A champion registered by one real pipeline run, for every test that serves it (they
+    register versions and move the alias only to put it back)."""
+    from tests.e2e.serving import train_champion
+
+    return train_champion(tmp_path_factory.mktemp("serve"), adult_sample)

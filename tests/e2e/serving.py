@@ -1,5 +1,5 @@
 """A model registered by a real pipeline run, and `trustflow serve` on it as a real process:
-shared by the serving tests (tests/e2e/conftest.py trains it once per session)."""
+shared by the serving tests (the `trained` fixture in tests/conftest.py trains it once)."""
 
 from __future__ import annotations
 

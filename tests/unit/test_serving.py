@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import json
 import math
+from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pandas as pd
 import pytest
 
@@ -31,6 +33,7 @@ from trustflow.serving.protocol import (
 from trustflow.serving.scorer import ModelLoadError, ModelRelease, PayloadError, Scorer
 
 SCHEMA = TabularConfig().data.dataset
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +216,30 @@ def test_file_source_sees_a_changed_file_as_a_new_release(fitted, tmp_path) -> N
         FileSource(tmp_path / "absent.onnx").load()
     with pytest.raises(ModelLoadError, match="not a loadable ONNX model"):
         Scorer(ModelRelease("x", "1", str(path), b"not a graph"))
+
+
+def test_cpu_and_gpu_runtimes_are_pinned_to_one_version() -> None:
+    """`make install-gpu` swaps one for the other: the swap must not change the version."""
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if line.startswith("onnxruntime")
+    )
+    assert pins["onnxruntime"] == pins["onnxruntime-gpu"], pins
+    assert onnxruntime.__version__ == pins["onnxruntime"]  # the CPU build or the GPU one
+
+
+def test_cuda_provider_gives_the_cpu_predictions(fitted) -> None:
+    available = onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        pytest.skip(
+            f"onnxruntime has no CUDAExecutionProvider here ({available}): run `make install-gpu` "
+            "on a machine with an NVIDIA GPU to check the CUDA path"
+        )
+    _, cpu, rows = fitted
+    gpu = Scorer(cpu.release, device="cuda")
+    assert gpu.providers[0] == "CUDAExecutionProvider"
+    columns, count = mlflow_columns(mlflow_payloads(rows)["inputs"])
+    on_gpu, on_cpu = gpu.predict(columns, count), cpu.predict(columns, count)
+    assert np.array_equal(on_gpu.labels, on_cpu.labels)
+    assert np.abs(on_gpu.probabilities - on_cpu.probabilities).max() < 1e-5

@@ -63,7 +63,12 @@ def concat_front(columns: list[str], output: str = "pixels") -> onnx.ModelProto:
     node = helper.make_node("Concat", columns, [output], axis=1)
     out = helper.make_tensor_value_info(output, TensorProto.FLOAT, [None, len(columns)])
     graph = helper.make_graph([node], "columns", inputs, [out])
-    return helper.make_model(graph)
+    # The oldest opset and IR version Concat needs, not onnx's newest: join() takes the newer
+    # of front and network, and the result must load in onnxruntime 1.31 (IR <= 13), the
+    # newest release with a GPU build.
+    opsets = [helper.make_opsetid("", 13)]
+    ir_version = helper.find_min_ir_version_for(opsets)
+    return helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
 
 
 def join(front: onnx.ModelProto, front_output: str, network: onnx.ModelProto) -> onnx.ModelProto:

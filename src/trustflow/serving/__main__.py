@@ -25,21 +25,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=os.environ.get("TRUSTFLOW_MODEL", "model/model.onnx"))
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
-    parser.add_argument("--max-rows", type=int, default=10_000, help="rows per request")
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--strict", action="store_true", help="refuse what MLflow drops")
+    # Defaults are ServeSettings': an option not given stays unset.
+    parser.add_argument("--max-rows", type=int, help="rows per request (default 10,000)")
+    parser.add_argument("--max-body-bytes", type=int, help="(default 4 MiB)")
+    parser.add_argument("--threads", type=int, help="onnxruntime threads (default 1)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="(default auto)")
+    parser.add_argument("--strict", action="store_true", default=None,
+                        help="refuse what MLflow drops, ignores or converts")  # fmt: skip
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     try:
-        settings = ServeSettings(
-            host=args.host,
-            port=args.port,
-            max_rows=args.max_rows,
-            threads=args.threads,
-            device=args.device,
-            strict=args.strict,
-        )
+        given = {name: getattr(args, name, None) for name in ServeSettings.model_fields}
+        settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
         source = FileSource(Path(args.model).resolve())
         scorer = Scorer(source.load(), settings.device, settings.threads)
         check_port(settings.host, settings.port)
