@@ -7,6 +7,7 @@ stdout. Errors are one line on stderr and a non-zero exit (the traceback only wi
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import logging
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--workspace", help="workspace directory (default: $TRUSTFLOW_WORKSPACE or .)")
     run.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    run.add_argument("--quiet", action="store_true", help="no stage lines on stderr")
     run.add_argument("--debug", action="store_true", help="show Prefect's logs and tracebacks")
 
     pipelines = commands.add_parser("pipelines", help="list the pipelines `trustflow run` runs")
@@ -66,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("--gpu", action="store_true", help="triton: KIND_GPU instances")
     deploy.add_argument("--workspace", help="workspace whose registry holds the model")
     deploy.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    deploy.add_argument("--quiet", action="store_true", help="no stage lines on stderr")
     deploy.add_argument("--debug", action="store_true", help="show Prefect's logs and tracebacks")
 
     serve = commands.add_parser("serve", help="serve a model over HTTP with ONNX Runtime")
@@ -137,22 +140,6 @@ def _isolate_prefect(workspace: Any) -> None:
     os.environ["PREFECT_HOME"] = str(workspace.prefect_home)
 
 
-# Prefect's own message when its temporary server does not answer in time (it goes on with the
-# server's whole output).
-EPHEMERAL_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API server"
-
-
-def _ephemeral_server_error() -> Exception:
-    from trustflow.errors import TrustflowError
-
-    seconds = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "?")
-    return TrustflowError(
-        f"Prefect's temporary server did not answer within {seconds} s (the machine may be "
-        "busy); nothing was run. Raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or "
-        "start a server once with `trustflow server up` and set PREFECT_API_URL"
-    )
-
-
 def _fail(err: Console, args: argparse.Namespace, exc: BaseException) -> int:
     from trustflow.errors import TrustflowError
 
@@ -185,7 +172,7 @@ def run_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(err, args, exc)
     title = f"[bold]{pipeline.flow_name}[/bold] in {workspace.root}"
-    code, summary = _run_flow(args, err, title, lambda: pipeline.run(config, workspace))
+    code, summary = _run_flow(args, err, title, lambda: pipeline.run(config, workspace), workspace)
     if summary is None:
         return code
     if args.json:
@@ -216,32 +203,111 @@ def pipelines_command(args: argparse.Namespace) -> int:
 
 
 def _run_flow(
-    args: argparse.Namespace, err: Console, title: str, start: Callable[[], Any]
+    args: argparse.Namespace, err: Console, title: str, start: Callable[[], Any], workspace: Any
 ) -> tuple[int, dict[str, Any] | None]:
-    """Run a flow with the stage display (or, with --json, a clean stdout); (exit code, the
-    flow's summary or None when it failed)."""
+    """Run a flow with the stage lines on stderr (none with --quiet) and, with --json, a clean
+    stdout; (exit code, the flow's summary or None when it failed). Without a Prefect API
+    configured, the run gets a temporary server of its own; an interrupt ends the run cleanly
+    (flows/interrupts.py)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.interrupts import Interrupts, RunServer, StageTracker
     from flows.progress import StageDisplay
+    from trustflow.errors import TrustflowError
 
     progress = logging.getLogger("trustflow.progress")
     progress.setLevel(logging.INFO)
     progress.propagate = False
-    if not args.json:
+    tracker = StageTracker()
+    progress.addHandler(tracker)
+    if not getattr(args, "quiet", False):
         progress.addHandler(StageDisplay(err))
         err.print(title)
-    try:
-        # With --json, stdout carries exactly one JSON object: whatever a library prints
-        # meanwhile goes to stderr instead.
-        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-            state = start()
-    except RuntimeError as exc:
-        if not str(exc).startswith(EPHEMERAL_TIMEOUT):
-            raise
-        return _fail(err, args, _ephemeral_server_error()), None
+    api_url = PREFECT_API_URL.value()
+    server = None if api_url else RunServer(workspace.prefect_home / "server.log")
+
+    def abandon(signum: int) -> None:
+        _abandon(args, err, signum, tracker, api_url, server, workspace)
+
+    with Interrupts(abandon) as interrupts:
+        try:
+            if server is not None:
+                try:
+                    api_url = server.start()
+                except TrustflowError as exc:
+                    return _fail(err, args, exc), None
+                # After Prefect's own exit hooks, which send the run's last logs and events.
+                atexit.register(server.stop)
+            # With --json, stdout carries exactly one JSON object: whatever a library prints
+            # meanwhile goes to stderr instead.
+            quiet_stdout = contextlib.redirect_stdout(sys.stderr)
+            with (
+                temporary_settings({PREFECT_API_URL: api_url}),
+                quiet_stdout if args.json else contextlib.nullcontext(),
+            ):
+                state = start()
+        except BaseException:
+            # KeyboardInterrupt, or whatever Prefect raised while the interrupt unwound it
+            if interrupts.signum is None:
+                raise
+        if interrupts.signum is not None:  # also when the flow turned it into a failed state
+            interrupts.abandon()  # ends the process
     outcome = state.result(raise_on_failure=False)
     if not state.is_completed() or isinstance(outcome, BaseException):
         error = outcome if isinstance(outcome, BaseException) else RuntimeError(state.message)
         return _fail(err, args, error), None
     return 0, outcome.model_dump(mode="json")
+
+
+def _abandon(
+    args: argparse.Namespace,
+    err: Console,
+    signum: int,
+    tracker: Any,
+    api_url: str,
+    server: Any,
+    workspace: Any,
+) -> None:
+    """An interrupted run, after (or instead of) the flow unwinding: the flow run Cancelled,
+    this process's MLflow runs KILLED with a note, one line, children stopped (the caller then
+    exits with 130 or 143)."""
+    import signal
+
+    from flows.interrupts import stop_children
+
+    name = signal.Signals(signum).name
+    stage = tracker.stage
+    registered = tracker.registered
+    what = f"{registered} was registered" if registered else "nothing was registered"
+    message = f"interrupted during {stage}; {what}"
+    uri = workspace.tracking_uri()
+    if not uri.startswith("sqlite:") or workspace.mlflow_db.exists():  # (never create a store)
+        with contextlib.suppress(Exception):
+            from tasks.tracking.runs import end_interrupted_runs
+
+            end_interrupted_runs(uri, f"Interrupted ({name}) during {stage}.")
+    if tracker.flow_run_id:
+        with contextlib.suppress(Exception):
+            from prefect.client.orchestration import SyncPrefectClient
+            from prefect.states import Cancelled
+
+            with SyncPrefectClient(api_url) as client:
+                client.set_flow_run_state(
+                    tracker.flow_run_id, Cancelled(message=f"{name}: {message}"), force=True
+                )
+    err.print(message, highlight=False, soft_wrap=True)
+    if getattr(args, "json", False):  # the real stdout: the flow may still be redirecting it
+        print(json.dumps({"state": "CANCELLED", "error": message, "error_type": "Interrupted",
+                          "stage": stage, "signal": name}), file=sys.__stdout__)  # fmt: skip
+    for stream in (sys.stdout, sys.__stdout__, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    # What follows may make background threads complain about servers that are gone.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    if server is not None:
+        server.stop(wait=5)
+    stop_children()
 
 
 def deploy_command(args: argparse.Namespace) -> int:
@@ -265,7 +331,7 @@ def deploy_command(args: argparse.Namespace) -> int:
         "workspace": str(workspace.root),
     }
     title = f"[bold]deploy-model[/bold] {args.model or 'the champion'} -> {args.target}"
-    code, summary = _run_flow(args, err, title, lambda: run_deploy(parameters))
+    code, summary = _run_flow(args, err, title, lambda: run_deploy(parameters), workspace)
     if summary is None:
         return code
     if args.json:

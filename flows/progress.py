@@ -20,7 +20,15 @@ progress_logger = logging.getLogger("trustflow.progress")
 
 
 def report(stage: str, status: str, detail: str = "") -> None:
-    fields = {"stage": stage, "status": status, "detail": detail}
+    from prefect.runtime import flow_run
+
+    from flows.interrupts import claim_sigterm
+
+    if status == "running":
+        claim_sigterm()
+
+    # The flow run's id lets the CLI mark it Cancelled when the run is interrupted.
+    fields = {"stage": stage, "status": status, "detail": detail, "flow_run_id": flow_run.id}
     progress_logger.info("%s %s %s", stage, status, detail, extra=fields)
     get_run_logger().info("%s: %s %s", stage, status, detail)
 

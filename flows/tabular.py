@@ -437,7 +437,8 @@ def register_and_promote(
         lost = store.lost_tracking_server(ws, stages.current)
         if lost is not None:
             raise lost from exc
-        if run is not None:
+        # An interrupt: the CLI marks this process's runs KILLED, naming the stage.
+        if run is not None and not isinstance(exc, KeyboardInterrupt):
             runs.end_pipeline_run(run.run_id, ok=False)
         raise
     runs.end_pipeline_run(run.run_id, ok=True)

@@ -184,6 +184,9 @@ def track_pipeline(
                 )
                 candidate_runs[candidate.name] = child.info.run_id
                 model_uris[candidate.name] = uri
+    # Leaving the block ended the run FINISHED; it stays open through registration and
+    # promotion, so a crash or an interrupt there leaves it RUNNING, to be marked KILLED.
+    MlflowClient().update_run(run.run_id, status="RUNNING")
     return run.model_copy(update={"candidate_runs": candidate_runs, "model_uris": model_uris})
 
 

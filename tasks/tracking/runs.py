@@ -125,6 +125,35 @@ def reap_abandoned(experiment_id: str, by_run: str) -> list[str]:
     return reaped
 
 
+def end_interrupted_runs(tracking_uri: str, note: str) -> list[str]:
+    """This process's runs still RUNNING become KILLED, with ``note``, and its logged models
+    still PENDING become FAILED: what an interrupted run leaves, closed by the run itself (a
+    process killed outright leaves them to reap_abandoned, in the next run). Returns the runs."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    me = run_owner()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    mine = client.search_runs(
+        experiments,
+        f"attributes.status = 'RUNNING' and tags.`{OWNER_TAG}` = '{me}'",
+        max_results=1000,
+    )
+    for run in mine:
+        client.set_tag(run.info.run_id, "mlflow.note.content", note)
+        client.set_terminated(run.info.run_id, "KILLED")
+    ended = {run.info.run_id for run in mine}
+    token = None
+    while True:  # this client's store, not MLflow's global one (it may not be set yet)
+        page = client.search_logged_models(experiments, max_results=100, page_token=token)
+        for model in page:
+            if model.status == LoggedModelStatus.PENDING and model.source_run_id in ended:
+                client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        token = page.token
+        if not token:
+            return sorted(ended)
+
+
 def record_gate_failure(run_id: str, reason: str) -> None:
     client = MlflowClient()
     client.set_tag(run_id, "trustflow.model.promoted", "false")

@@ -43,7 +43,7 @@ def workspace(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def first_run(workspace: Path) -> subprocess.CompletedProcess[str]:
-    return _trustflow(workspace, "--json")
+    return _trustflow(workspace, "--json", "--quiet")
 
 
 def test_json_run_on_bundled_data_registers_a_good_champion(first_run, workspace) -> None:
@@ -65,7 +65,7 @@ def test_json_run_on_bundled_data_registers_a_good_champion(first_run, workspace
     assert summary["model_card"].endswith(
         f"model_card/adult-income-v{summary['model']['version']}.md"
     )
-    assert first_run.stderr.strip() == ""  # --json: no progress, warnings or tracebacks
+    assert first_run.stderr.strip() == ""  # --quiet: no progress, warnings or tracebacks
 
     uri = summary["mlflow"]["tracking_uri"]
     assert uri == f"sqlite:///{workspace}/mlflow.db"

@@ -9,8 +9,9 @@ from flows.cli import main
 
 
 def run_cli(capsys, *args: str) -> tuple[int, dict, str]:
-    """Run ``trustflow run --json`` in-process; returns (exit code, JSON, stderr)."""
-    code = main(["run", "--json", *args])
+    """Run ``trustflow run --json --quiet`` in-process (stderr: only an error line); returns
+    (exit code, JSON, stderr)."""
+    code = main(["run", "--json", "--quiet", *args])
     out, err = capsys.readouterr()
     lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) == 1, f"stdout must hold exactly one JSON line, got: {out!r}"
