@@ -172,7 +172,14 @@ def run_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(err, args, exc)
     title = f"[bold]{pipeline.flow_name}[/bold] in {workspace.root}"
-    code, summary = _run_flow(args, err, title, lambda: pipeline.run(config, workspace), workspace)
+
+    def waiting(holder: str) -> None:
+        err.print(f"waiting for another run in this workspace ({holder})", highlight=False)
+
+    with workspace.exclusive(waiting):
+        code, summary = _run_flow(
+            args, err, title, lambda: pipeline.run(config, workspace), workspace
+        )
     if summary is None:
         return code
     if args.json:

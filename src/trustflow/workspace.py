@@ -6,8 +6,12 @@ tasks/workspace.py)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -84,3 +88,32 @@ class Workspace(BaseModel):
     def tracking_uri(self) -> str:
         """``$MLFLOW_TRACKING_URI`` when set, else SQLite inside the workspace."""
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / "run.lock"
+
+    @contextmanager
+    def exclusive(self, waiting: Callable[[str], None]) -> Iterator[None]:
+        """Hold the workspace for one run. Runs on one workspace share its SQLite MLflow store,
+        Prefect's local database and the DVC repository, none of which takes concurrent writers
+        (MLflow's own guidance: SQLite for one writer, a server on PostgreSQL for many); so a
+        second run waits, after ``waiting(who holds it)``, and starts when the first ends. The
+        lock is the kernel's (flock): a run that dies, even by kill -9, releases it."""
+        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock_file.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                waiting(handle.read().strip() or "another process")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)

@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.conftest import FAST_CANDIDATES
 from tests.faults.runs import query, start_run
 from tests.flows.helpers import versions
 
@@ -91,7 +92,9 @@ def test_an_interrupted_run_ends_cleanly(
 ) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
-    run = Watched(ws, "--json", "--set", f"data.source=csv:{sample_csv}")
+    # The default candidates keep train busy long enough to be interrupted in it.
+    fast = () if after == "warm-start" else ("--set", FAST_CANDIDATES)
+    run = Watched(ws, "--json", "--set", f"data.source=csv:{sample_csv}", *fast)
     run.wait_for_stage(after)
     if to_group:
         os.killpg(run.process.pid, signum)
@@ -130,8 +133,8 @@ def test_an_interrupted_run_ends_cleanly(
 def test_a_second_ctrl_c_ends_the_run_at_once(tmp_path: Path, sample_csv: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
-    run = Watched(ws, "--set", f"data.source=csv:{sample_csv}")
-    run.wait_for_stage("warm-start")
+    run = Watched(ws, "--set", f"data.source=csv:{sample_csv}", "--set", FAST_CANDIDATES)
+    run.wait_for_stage("split")
     os.killpg(run.process.pid, signal.SIGINT)
     time.sleep(0.3)  # the first one is being handled (a Ctrl-C, then an impatient second)
     os.killpg(run.process.pid, signal.SIGINT)

@@ -1,0 +1,40 @@
+"""Four `trustflow run` at once on one new workspace: none dies (before the workspace lock, two
+fresh runs raced MLflow's SQLite schema migration), the later ones say they wait, and the
+registry ends with one version holding the alias."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST_CANDIDATES
+from tests.faults.runs import start_run
+from tests.flows.helpers import champion, versions
+
+pytestmark = [pytest.mark.faults, pytest.mark.e2e]
+
+RUNS = 4
+
+
+def test_runs_started_together_on_one_workspace_queue_and_all_complete(
+    tmp_path: Path, sample_csv: Path
+) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    args = ("--json", "--set", f"data.source=csv:{sample_csv}", "--set", FAST_CANDIDATES)
+    processes = [start_run(ws, *args) for _ in range(RUNS)]
+    results = [(process, *process.communicate(timeout=1200)) for process in processes]
+
+    for process, out, err in results:
+        assert process.returncode == 0, err
+        assert json.loads(out)["state"] == "COMPLETED"
+    waited = [err for _, _, err in results if "waiting for another run in this workspace" in err]
+    assert len(waited) >= RUNS - 1  # all but the first (a late one may find it free)
+    assert all("(pid " in err for err in waited)
+    # The same data and config: one version, and it is the champion.
+    summaries = [json.loads(out) for _, out, _ in results]
+    assert [s["model"]["new_version"] for s in summaries].count(True) == 1
+    assert versions(ws) == ["1"] and champion(ws) == "1"
+    assert (ws / ".trustflow" / "run.lock").read_text() == ""  # released
