@@ -136,7 +136,7 @@ def _isolate_prefect(workspace: Any) -> None:
     user_profiles = Path("~/.prefect/profiles.toml").expanduser()
     if user_profiles.is_file():
         os.environ.setdefault("PREFECT_PROFILES_PATH", str(user_profiles))
-    workspace.prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect makes only the leaf
+    workspace.make_dir(workspace.prefect_home)  # Prefect makes only the leaf
     os.environ["PREFECT_HOME"] = str(workspace.prefect_home)
 
 
@@ -418,6 +418,8 @@ def server_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from trustflow.errors import WorkspaceError
+
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
@@ -432,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except WorkspaceError as exc:  # before a command could start (an unwritable workspace)
+        return _fail(Console(stderr=True, highlight=False), args, exc)
 
 
 if __name__ == "__main__":

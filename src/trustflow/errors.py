@@ -33,6 +33,14 @@ class TrackingUnavailable(TrustflowError):
     """The MLflow tracking server does not answer; nothing is read, trained or registered."""
 
 
+class StoreDamaged(TrustflowError):
+    """The workspace's SQLite MLflow store is damaged; it is never replaced by a new one."""
+
+
+class WorkspaceError(TrustflowError):
+    """The workspace cannot be written (read-only, missing permission)."""
+
+
 class DeployError(TrustflowError):
     """A model could not be deployed: bundle, image, container or manifests."""
 

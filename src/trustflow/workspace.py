@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from trustflow.errors import WorkspaceError
+
 
 class Workspace(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -89,6 +91,20 @@ class Workspace(BaseModel):
         """``$MLFLOW_TRACKING_URI`` when set, else SQLite inside the workspace."""
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_db}"
 
+    def _unwritable(self, exc: OSError) -> WorkspaceError:
+        return WorkspaceError(
+            f"cannot write to the workspace {self.root} ({exc.strerror}: {exc.filename}); "
+            "nothing was run"
+        )
+
+    def make_dir(self, path: Path) -> None:
+        """``path`` (and its parents) inside the workspace; a workspace that cannot be written
+        is one WorkspaceError naming it, before anything starts."""
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
+
     @property
     def lock_file(self) -> Path:
         return self.state_dir / "run.lock"
@@ -100,8 +116,12 @@ class Workspace(BaseModel):
         (MLflow's own guidance: SQLite for one writer, a server on PostgreSQL for many); so a
         second run waits, after ``waiting(who holds it)``, and starts when the first ends. The
         lock is the kernel's (flock): a run that dies, even by kill -9, releases it."""
-        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock_file.open("a+") as handle:
+        self.make_dir(self.lock_file.parent)
+        try:
+            handle = self.lock_file.open("a+")
+        except OSError as exc:
+            raise self._unwritable(exc) from None
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

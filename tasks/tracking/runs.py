@@ -20,12 +20,13 @@ from tasks.tracking.store import (
     experiment_id_for,
     health_problem,
     is_server,
+    sqlite_store_problem,
 )
 from tasks.tracking.tags import OWNER_TAG, REAPED_BY_TAG
 from trustflow.config import (
     TrackingConfig,
 )
-from trustflow.errors import TrackingUnavailable
+from trustflow.errors import StoreDamaged, TrackingUnavailable
 from trustflow.workspace import Workspace
 
 
@@ -163,10 +164,18 @@ def record_gate_failure(run_id: str, reason: str) -> None:
 
 @task(name="tracking-check", cache_policy=NO_CACHE, persist_result=False)
 def check_tracking_server(ws: Workspace) -> str:
-    """Before any work: a tracking server must answer its /health, retried with backoff, or the
-    run stops here with one line (a local SQLite store needs no check)."""
+    """Before any work: a local SQLite store must be whole (quick_check) and a tracking server
+    must answer its /health (retried with backoff), or the run stops here with one line."""
     uri = ws.tracking_uri()
     if not is_server(uri):
+        problem = sqlite_store_problem(uri)
+        if problem is not None:
+            path = uri.removeprefix("sqlite:///")
+            raise StoreDamaged(
+                f"MLflow store {path} is damaged ({problem}); nothing was run. Restore it from "
+                "a backup, or move it aside to start a new, empty store (the runs and "
+                "registered models in it would not carry over)"
+            )
         return f"local store {uri}"
     for delay in (*TRACKING_RETRY_DELAYS, None):
         problem = health_problem(uri)

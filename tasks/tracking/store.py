@@ -73,6 +73,31 @@ def health_problem(uri: str) -> str | None:
     return None if response.status_code == 200 else f"HTTP {response.status_code}"
 
 
+def sqlite_store_problem(uri: str) -> str | None:
+    """Why a SQLite MLflow store cannot be used as it is (empty, not SQLite, damaged), or None.
+    A store that does not exist yet is fine: MLflow makes it. One that exists but is damaged
+    must never be replaced by a new, empty one."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.exists():
+        return None
+    with path.open("rb") as handle:
+        header = handle.read(16)
+    if not header:
+        return "it is empty (0 bytes)"
+    if header != b"SQLite format 3\x00":
+        return "it is not a SQLite database"
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        ) as database:
+            found = [row[0] for row in database.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if found == ["ok"] else "; ".join(found[:3])
+
+
 def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
