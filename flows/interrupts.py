@@ -49,6 +49,17 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the server's process, before it runs uvicorn: SIGTERM it when the run's process dies,
+    however it dies (kill -9 included). In a session of its own, nothing else would stop it.
+    Linux only (prctl PR_SET_PDEATHSIG, kept across exec); elsewhere the CLI's exit hook and
+    interrupt handling still stop it."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 class RunServer:
     """Prefect's temporary API server for one CLI run: the server the local engine starts
     itself (same app, same settings, no UI), but in its own session, logging to ``log``."""
@@ -68,6 +79,7 @@ class RunServer:
                 env={**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                      "PREFECT__SERVER_FINAL": "1"},
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                preexec_fn=_die_with_parent,
             )  # fmt: skip
 
     def start(self) -> str:

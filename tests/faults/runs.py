@@ -70,3 +70,27 @@ def kill_when(
         time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)
     raise TimeoutError(f"not seen within {timeout}s")
+
+
+def left_behind(ws: Path, session: int) -> list[str]:
+    """Processes still in a run's session, or serving its workspace's Prefect database (the
+    run's temporary server has a session of its own)."""
+    import psutil
+
+    home = str(ws / ".trustflow" / "prefect")
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if os.getsid(process.pid) == session or process.environ().get("PREFECT_HOME") == home:
+                found.append(" ".join(process.info["cmdline"] or []))
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def none_left_behind(ws: Path, session: int, timeout: float = 30) -> list[str]:
+    """``left_behind``, once what was told to stop has had ``timeout`` seconds to do so."""
+    deadline = time.monotonic() + timeout
+    while (found := left_behind(ws, session)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found

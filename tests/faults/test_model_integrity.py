@@ -16,7 +16,7 @@ from tasks.tracking.source import RegistrySource
 from tasks.tracking.tags import REAPED_BY_TAG
 from tests.conftest import FAST_CANDIDATES
 from tests.e2e.processes import pointed_at
-from tests.faults.runs import kill_when, query, run, start_run
+from tests.faults.runs import kill_when, none_left_behind, query, run, start_run
 from tests.flows.helpers import client_for, versions
 from trustflow.config import TabularConfig
 from trustflow.export.onnx import inference_session, to_feed
@@ -42,6 +42,8 @@ def test_a_model_killed_mid_save_never_becomes_champion(tmp_path: Path, sample_c
     )
     (pending_id,) = query(db, "SELECT model_id FROM logged_models WHERE status = ?", PENDING)[0]
     (killed_run,) = query(db, "SELECT run_uuid FROM runs WHERE status = 'RUNNING'")[0]
+    # kill -9 ran no cleanup; Prefect's temporary server (its own session) stops on its own.
+    assert none_left_behind(ws, process.pid) == []
     assert versions(ws) == []
 
     rerun = run(ws, *args)

@@ -14,11 +14,10 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.conftest import FAST_CANDIDATES
-from tests.faults.runs import query, start_run
+from tests.faults.runs import left_behind, query, start_run
 from tests.flows.helpers import versions
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
@@ -59,19 +58,6 @@ class Watched:
         code = self.process.wait(timeout=timeout)
         self.reader.join(timeout=10)
         return code, time.monotonic() - started, out
-
-
-def left_behind(ws: Path, session: int) -> list[str]:
-    """Processes still in the run's session, or serving its workspace's Prefect database."""
-    home = str(ws / ".trustflow" / "prefect")
-    found = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if os.getsid(process.pid) == session or process.environ().get("PREFECT_HOME") == home:
-                found.append(" ".join(process.info["cmdline"] or []))
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 def flow_runs(ws: Path) -> list[tuple[str, str]]:
