@@ -83,6 +83,8 @@ def build_corpus(rows: pd.DataFrame, label: str) -> list[Case]:
     header_line, first_line, rest = csv_text.split("\n", 2)
     assert header_line.startswith(number + ",")
     csv_word = "\n".join([header_line, "forty," + first_line.split(",", 1)[1], rest])
+    cells = first_line.split(",")
+    csv_na = "\n".join([header_line, ",".join(["NA", "null", *cells[2:]]), rest])
     absent = [dict(records[0]), {k: v for k, v in records[1].items() if k != number}]
     absent_frame = head.head(2).copy()
     absent_frame.loc[1, number] = math.nan
@@ -173,6 +175,7 @@ def build_corpus(rows: pd.DataFrame, label: str) -> list[Case]:
         Case("an unknown content-type parameter", _dumps({"dataframe_split": split}),
              f"{JSON}; format=pandas-split"),
         Case("csv: a word in a number column", csv_word.encode(), CSV),
+        Case("csv: NA and null cells", csv_na.encode(), CSV),
         Case("csv: ragged rows", (csv_text + "1,2\n").encode(), CSV),
         # Malformed bodies.
         Case("truncated json", _dumps({"dataframe_split": split})[:-5]),

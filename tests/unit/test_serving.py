@@ -196,6 +196,11 @@ def test_csv_cells_that_are_not_numbers_are_refused() -> None:
     with pytest.raises(PayloadError, match="not UTF-8: byte 0xf4"):
         csv_columns("age,country\n1,Côte\n".encode("latin-1"), {"age"})
     assert csv_columns(b"age,sex\n", {"age"}) == ({"age": [], "sex": []}, 0)
+    missing = b"age,sex\nNA,null\n,Male\nnan,\n"  # what pandas (and MLflow) read as missing
+    assert csv_columns(missing, {"age"}) == (
+        {"age": [None, None, None], "sex": [None, "Male", None]},
+        3,
+    )
     with pytest.raises(PayloadError, match="not a Parquet file"):
         parquet_columns(b"PAR1 not really")
 

@@ -169,10 +169,18 @@ def predict_columns(payload: Any, strict: bool = False) -> tuple[Columns, int]:
     return records_to_columns(payload["records"], "records", strict)
 
 
+# The cells pandas.read_csv (so MLflow's server) reads as missing, in every column.
+CSV_MISSING = frozenset(
+    ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+)  # fmt: skip
+
+
 def csv_columns(body: bytes, numeric: set[str]) -> tuple[Columns, int]:
     """A CSV body (header row first) as columns; cells of ``numeric`` columns parsed as
-    numbers, an empty cell is missing. A line with more or fewer fields than the header is
-    refused (pandas would fill a short one with missing cells: usually a broken line)."""
+    numbers; an empty cell, or one pandas reads as missing ("NA", "null", ...), is missing. A
+    line with more or fewer fields than the header is refused (pandas would fill a short one
+    with missing cells: usually a broken line)."""
     reader = csv.reader(io.StringIO(_utf8(body), newline=""))
     header = next(reader, None)
     if not header:
@@ -193,12 +201,12 @@ def csv_columns(body: bytes, numeric: set[str]) -> tuple[Columns, int]:
     columns: Columns = {}
     for name, values in zip(header, zip(*cells, strict=True), strict=True):
         if name not in numeric:
-            columns[name] = [cell or None for cell in values]
+            columns[name] = [None if cell in CSV_MISSING else cell for cell in values]
             continue
         parsed: list[Any] = []
         for row, cell in enumerate(values):
             try:
-                parsed.append(float(cell) if cell.strip() else None)
+                parsed.append(None if cell.strip() in CSV_MISSING else float(cell))
             except ValueError:
                 raise PayloadError(
                     400, f"column '{name}' row {row}: expected a number, got {cell!r}"
