@@ -40,11 +40,14 @@ def workspace(tmp_path_factory, adult_sample: pd.DataFrame) -> Path:
 
 def _state_of(root: Path) -> dict:
     # Every file with its content, except Prefect's record of the failed task's exception
-    # (what its UI shows for the failed run): that is the audit trail, not a pipeline output.
+    # (what its UI shows for the failed run): that is the audit trail, not a pipeline output;
+    # and the workspace's run lock, which the first CLI run creates (it is empty between runs).
+    lock = root / ".trustflow" / "run.lock"
+    assert not lock.exists() or lock.read_text() == ""
     files = sorted(
         (str(p.relative_to(root)), file_digest(p))
         for p in root.rglob("*")
-        if p.is_file() and "prefect-results" not in p.parts
+        if p.is_file() and "prefect-results" not in p.parts and p != lock
     )
     return {
         "versions": versions(root),
