@@ -216,20 +216,35 @@ def _run_flow(
     stdout; (exit code, the flow's summary or None when it failed). Without a Prefect API
     configured, the run gets a temporary server of its own; an interrupt ends the run cleanly
     (flows/interrupts.py)."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from flows.interrupts import Interrupts, RunServer, StageTracker
+    from flows.interrupts import StageTracker
     from flows.progress import StageDisplay
-    from trustflow.errors import TrustflowError
 
     progress = logging.getLogger("trustflow.progress")
     progress.setLevel(logging.INFO)
     progress.propagate = False
-    tracker = StageTracker()
-    progress.addHandler(tracker)
+    handlers: list[logging.Handler] = [StageTracker()]
     if not getattr(args, "quiet", False):
-        progress.addHandler(StageDisplay(err))
+        handlers.append(StageDisplay(err))
         err.print(title)
+    for handler in handlers:
+        progress.addHandler(handler)
+    try:
+        return _run_with_server(args, err, start, workspace, handlers[0])
+    finally:  # one command's display, not every later one's (tests call main() many times)
+        for handler in handlers:
+            progress.removeHandler(handler)
+
+
+def _run_with_server(
+    args: argparse.Namespace, err: Console, start: Callable[[], Any], workspace: Any, tracker: Any
+) -> tuple[int, dict[str, Any] | None]:
+    """The flow on the configured Prefect API, or on a temporary server of its own, under the
+    run's interrupt handling."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.interrupts import Interrupts, RunServer
+    from trustflow.errors import TrustflowError
+
     api_url = PREFECT_API_URL.value()
     server = None if api_url else RunServer(workspace.prefect_home / "server.log")
 

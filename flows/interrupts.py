@@ -67,7 +67,6 @@ class RunServer:
     def __init__(self, log: Path) -> None:
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
-        self.api_url = ""
 
     def _spawn(self, port: int) -> subprocess.Popen[bytes]:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -103,9 +102,9 @@ class RunServer:
                     f"see {self.log}"
                 )
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).is_success:
-                    self.api_url = f"http://127.0.0.1:{port}/api"
-                    return self.api_url
+                api_url = f"http://127.0.0.1:{port}/api"
+                if httpx.get(f"{api_url}/health", timeout=2).is_success:
+                    return api_url
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)

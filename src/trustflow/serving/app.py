@@ -37,7 +37,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from trustflow import __version__
 from trustflow.serving.protocol import MLFLOW_KEYS, request_columns
 from trustflow.serving.scorer import (
-    NUMBER,
     Device,
     ModelLoadError,
     ModelRejected,
@@ -320,9 +319,8 @@ class InferenceServer:
             body = await self._body(headers, receive)
             scorer = self._ready_scorer()
             content_type = headers.get(b"content-type", b"").decode("latin-1") or None
-            numeric = {name for name, kind in scorer.columns.items() if kind == NUMBER}
             strict = self.settings.strict
-            columns, rows = request_columns(endpoint, content_type, body, numeric, strict)
+            columns, rows = request_columns(endpoint, content_type, body, scorer.numeric, strict)
             self._check_rows(rows)
             prediction = scorer.predict(columns, rows, strict)
             if endpoint == "invocations":

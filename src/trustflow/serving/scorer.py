@@ -164,6 +164,8 @@ class Scorer:
             self.columns[node.name] = kind
             if node.type == "tensor(float)":
                 self.float_inputs.add(node.name)
+        # CSV cells are text until the signature says a column holds numbers.
+        self.numeric = {name for name, kind in self.columns.items() if kind == NUMBER}
         outputs = [node.name for node in self.session.get_outputs()]
         if len(outputs) < 2:
             raise ModelLoadError(f"{release.source}: expected label and probability outputs")
