@@ -192,6 +192,13 @@ class Interrupts:
 _active: Interrupts | None = None
 
 
+def interrupted() -> bool:
+    """Whether this run got SIGINT or SIGTERM. What unwinds the flow is not always the
+    KeyboardInterrupt itself: Prefect's task engine, interrupted while it starts a task run,
+    raises "Task run is not set" in its place."""
+    return _active is not None and _active.signum is not None
+
+
 def claim_sigterm() -> None:
     """Called as each stage starts. Prefect's flow engine installs its own SIGTERM handler for
     the run (it turns SIGTERM into a crash, which a task starting at that moment reports as

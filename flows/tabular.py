@@ -16,6 +16,7 @@ from prefect.states import State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
+from flows.interrupts import interrupted
 from flows.progress import (
     StageLog,
     describe_audits,
@@ -438,7 +439,7 @@ def register_and_promote(
         if lost is not None:
             raise lost from exc
         # An interrupt: the CLI marks this process's runs KILLED, naming the stage.
-        if run is not None and not isinstance(exc, KeyboardInterrupt):
+        if run is not None and not (isinstance(exc, KeyboardInterrupt) or interrupted()):
             runs.end_pipeline_run(run.run_id, ok=False)
         raise
     runs.end_pipeline_run(run.run_id, ok=True)

@@ -110,7 +110,11 @@ def test_an_interrupted_run_ends_cleanly(
             "SELECT t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
             "WHERE r.status = 'KILLED' AND t.key = 'mlflow.note.content'",
         )
-        assert notes and all(n.startswith("Interrupted (SIGTERM) during ") for (n,) in notes)
+        states = query(db, "SELECT name, status FROM runs")
+        assert notes and all(n.startswith("Interrupted (SIGTERM) during ") for (n,) in notes), (
+            states,
+            run.lines,
+        )
     assert left_behind(ws, run.process.pid) == []
     registered = "nothing was registered" not in last
     assert bool(versions(ws)) == registered
