@@ -95,9 +95,31 @@ def _parser() -> argparse.ArgumentParser:
         help="refuse unknown columns, unknown keys, params and numbers as strings "
         "(by default they are dropped, ignored or converted, as MLflow does)",
     )
+    serve.add_argument(
+        "--encrypted",
+        action="store_true",
+        default=None,
+        help="also serve /v1/encrypted/*: a linear model scored on CKKS ciphertexts the "
+        "server cannot read (docs/encrypted.md)",
+    )
+    serve.add_argument(
+        "--max-encrypted-bytes", type=int, help="body limit of encrypted requests (default 64 MiB)"
+    )
     serve.add_argument("--workspace", help="workspace whose registry resolves models:/ URIs")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    predict = commands.add_parser(
+        "predict", help="score records on a running server (encrypted with --encrypted)"
+    )
+    predict.add_argument("records", help='JSON file: {"records": [...]}, as /v1/predict takes')
+    predict.add_argument("--url", default="http://127.0.0.1:8000", help="the server")
+    predict.add_argument(
+        "--encrypted",
+        action="store_true",
+        help="encrypt the rows here (CKKS); the server scores them without reading them",
+    )
+    predict.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    predict.add_argument("--debug", action="store_true", help="tracebacks on errors")
     server = commands.add_parser(
         "server", help="start, stop or check local Prefect + MLflow servers and a worker"
     )
@@ -382,7 +404,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from trustflow.workspace import Workspace
 
     try:
-        options = {name: getattr(args, name) for name in ServeSettings.model_fields}
+        options = {name: getattr(args, name, None) for name in ServeSettings.model_fields}
         settings = ServeSettings(**{k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
         problem = exc.errors()[0]
@@ -393,6 +415,62 @@ def serve_command(args: argparse.Namespace) -> int:
     except TrustflowError as exc:
         return _fail(err, args, exc)
     return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """Records from a file scored by a server: labels and probabilities. With --encrypted the
+    rows are preprocessed and encrypted here, and only ciphertexts are sent."""
+    import httpx
+
+    from trustflow.errors import TrustflowError
+
+    err = Console(stderr=True, highlight=False)
+    token = os.environ.get("TRUSTFLOW_SERVE_TOKEN") or None
+    try:
+        records = _read_records(Path(args.records))
+        if args.encrypted:
+            from trustflow.client import EncryptedClient
+
+            with EncryptedClient(args.url, token) as client:
+                prediction = client.predict(records)
+            labels, probabilities = prediction.labels, prediction.probabilities
+        else:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            response = httpx.post(
+                f"{args.url.rstrip('/')}/v1/predict",
+                json={"records": records},
+                headers=headers,
+                timeout=300,
+            )
+            answer = response.json()
+            if response.status_code >= 400:
+                raise TrustflowError(f"{response.status_code}: {answer.get('message')}")
+            labels, probabilities = answer["labels"], answer["probabilities"]
+    except httpx.HTTPError as exc:
+        return _fail(err, args, TrustflowError(f"{args.url}: {exc}"))
+    except TrustflowError as exc:
+        return _fail(err, args, exc)
+    if args.json:
+        print(json.dumps({"predictions": labels, "probabilities": probabilities}))
+    else:
+        for row, (label, probability) in enumerate(zip(labels, probabilities, strict=True)):
+            print(f"{row:>6}  {label:<12} {max(probability):.4f}")
+    return 0
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    from trustflow.errors import TrustflowError
+
+    try:
+        payload = json.loads(path.read_text())
+    except OSError as exc:
+        raise TrustflowError(f"{path}: cannot read it ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise TrustflowError(f"{path}: not JSON ({exc})") from None
+    records = payload.get("records") if isinstance(payload, dict) else payload
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise TrustflowError(f'{path}: expected {{"records": [{{column: value, ...}}, ...]}}')
+    return records
 
 
 def server_command(args: argparse.Namespace) -> int:
@@ -445,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
             return deploy_command(args)
         if args.command == "pipelines":
             return pipelines_command(args)
+        if args.command == "predict":
+            return predict_command(args)
         return run_command(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

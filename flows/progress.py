@@ -234,6 +234,13 @@ def show_tabular(summary: dict[str, Any]) -> None:
         f"dataset  {data['name']}  md5 {data['md5']}  {data['rows']:,} rows  ({data['dvc_file']})"
     )
     console.print(f"model    {model['name']} v{model['version']}{alias}  ({model['reason']})")
+    linear = summary.get("encryption")
+    if linear:
+        held = f" @{linear['alias']}" if linear["alias"] else ""
+        console.print(
+            f"linear   {linear['name']} v{linear['version']}{held}  ({linear['reason']})",
+            soft_wrap=True,
+        )
     console.print(f"mlflow   {tracking['tracking_uri']}  run {tracking['run_id']}")
 
 

@@ -19,6 +19,7 @@ from trustflow.serving.app import (
     ScoringRoutes,
     ServeSettings,
     create_app,
+    load_scorer,
 )
 from trustflow.serving.run import (
     announce,
@@ -27,13 +28,13 @@ from trustflow.serving.run import (
     run_one_process,
     uvicorn_options,
 )
-from trustflow.serving.scorer import ModelLoadError, ModelRelease, Scorer
+from trustflow.serving.scorer import ModelLoadError, ModelRelease
 from trustflow.workspace import Workspace
 
 SPEC_ENV = "TRUSTFLOW_SERVE_SPEC"
 
 
-def model_source(model: str, ws: Workspace) -> ModelSource:
+def model_source(model: str, ws: Workspace, encrypted: bool = False) -> ModelSource:
     """``models:/...`` from the workspace's registry (or $MLFLOW_TRACKING_URI), else a file."""
     if model.startswith("models:/"):
         # MLflow, but not Prefect: imported only when a models:/ URI needs the registry.
@@ -41,7 +42,7 @@ def model_source(model: str, ws: Workspace) -> ModelSource:
         from tasks.tracking.store import configure
 
         configure(ws)
-        return RegistrySource(model)
+        return RegistrySource(model, encrypted)
     path = Path(model).expanduser().resolve()
     if path.suffix != ".onnx":
         raise ModelLoadError(
@@ -55,14 +56,14 @@ class DeferredSource:
     already fetched; the registry client (MLflow, seconds to import) is only built by the
     watcher thread, when it first polls for a newer release."""
 
-    def __init__(self, model: str, ws: Workspace) -> None:
-        self.model, self.ws = model, ws
+    def __init__(self, model: str, ws: Workspace, encrypted: bool) -> None:
+        self.model, self.ws, self.encrypted = model, ws, encrypted
         self.description = model
         self._source: ModelSource | None = None
 
     def _real(self) -> ModelSource:
         if self._source is None:
-            self._source = model_source(self.model, self.ws)
+            self._source = model_source(self.model, self.ws, self.encrypted)
         return self._source
 
     def load(self) -> ModelRelease:
@@ -78,16 +79,16 @@ def app_from_env() -> ScoringRoutes:
     log_to_stderr()
     settings = ServeSettings(**spec["settings"])
     release = ModelRelease(**spec["release"], graph=Path(spec["graph"]).read_bytes())
-    source = DeferredSource(spec["model"], Workspace(root=spec["workspace"]))
-    return create_app(source, settings, initial=Scorer(release, settings.device, settings.threads))
+    source = DeferredSource(spec["model"], Workspace(root=spec["workspace"]), settings.encrypted)
+    return create_app(source, settings, initial=load_scorer(release, settings))
 
 
 def serve(model: str, settings: ServeSettings, ws: Workspace, access_log: bool = False) -> None:
     import uvicorn
 
-    source = model_source(model, ws)
+    source = model_source(model, ws, settings.encrypted)
     release = source.load()
-    scorer = Scorer(release, settings.device, settings.threads)  # fails here, not per worker
+    scorer = load_scorer(release, settings)  # fails here, not per worker
     check_port(settings.host, settings.port)
     announce(scorer, settings)
     if settings.workers == 1:

@@ -43,15 +43,18 @@ from tasks.data import (
     validate_dataset,
     version_dataset,
 )
+from tasks.encryption import check_encryption
 from tasks.export import ExportedCandidate, export_onnx
 from tasks.privacy import PrivacySummary, check_budget, preprocess_private, privacy_off
 from tasks.responsible import AuditedCandidate, ExplainedModel, audit_fairness, explain
 from tasks.tracking import cards, champion, log, registry, runs, store
 from tasks.tracking.champion import Promotion
+from tasks.tracking.encryption import record_encryption
 from tasks.tracking.runs import TrackedRun, TrackingTarget
 from tasks.train import EvaluatedCandidate, TrainedCandidate, evaluate, mitigate, preprocess, train
 from tasks.workspace import adopt_workspace
 from trustflow.config import Metric, TabularConfig, lower_is_better
+from trustflow.crypto.gate import EncryptionReport
 from trustflow.errors import ConfigError, GateFailed
 from trustflow.model_card import DataFacts, ModelCardFacts, render_model_card
 from trustflow.models.neural import resolve_accelerator
@@ -99,6 +102,20 @@ class FairnessSummary(BaseModel):
     passed: bool
 
 
+class EncryptionSummary(BaseModel):
+    """The linear release for encrypted serving (encryption.enabled)."""
+
+    name: str  # <registry.model_name>-linear
+    version: str
+    alias: str | None  # the alias when this version holds it after the run
+    candidate: str
+    promoted: bool
+    passed: bool  # every gate, the encryption parity gate included
+    reason: str
+    max_abs_diff: float | None  # None when the parity check could not run
+    label_agreement: float | None
+
+
 class RunSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -115,6 +132,7 @@ class RunSummary(BaseModel):
     mlflow: dict[str, str]
     cache: dict[str, bool]  # stage -> served from Prefect's cache
     workspace: str
+    encryption: EncryptionSummary | None = None
 
 
 def pick_best(evaluated: list[EvaluatedCandidate], metric: Metric) -> EvaluatedCandidate:
@@ -187,6 +205,7 @@ class Outcome(BaseModel):
     run: TrackedRun
     card_uri: str
     promotion: Promotion
+    encryption: EncryptionSummary | None = None
 
 
 def preflight(config: TabularConfig, ws: Workspace, stages: StageLog) -> str | None:
@@ -414,6 +433,9 @@ def register_and_promote(
             key=f"model-card-{name}".lower().replace("_", "-"),
             description=f"Model card of {name} v{version}",
         )
+        encryption = None
+        if config.encryption.enabled:  # its own model, alias and gates, whatever the main one's
+            encryption = register_linear(config, stages, data, assessment, run)
         verdict = assessment.verdicts[best.candidate.name]
         if verdict is not None:
             reason = f"{name} v{version} ({best.candidate.name}) not promoted: {verdict}" + (
@@ -443,18 +465,104 @@ def register_and_promote(
             runs.end_pipeline_run(run.run_id, ok=False)
         raise
     runs.end_pipeline_run(run.run_id, ok=True)
-    return Outcome(target=target, run=run, card_uri=card_uri, promotion=promotion)
+    return Outcome(
+        target=target, run=run, card_uri=card_uri, promotion=promotion, encryption=encryption
+    )
+
+
+def register_linear(
+    config: TabularConfig,
+    stages: StageLog,
+    data: PreparedData,
+    assessment: Assessment,
+    run: TrackedRun,
+) -> EncryptionSummary:
+    """The best linear-headed candidate as ``<model_name>-linear``: checked encrypted, logged,
+    registered, carded, and promoted to its own alias only if it passes every gate."""
+    schema, metric = config.data.dataset, config.registry.metric
+    linear = [e for e in assessment.evaluated if e.candidate.config.model_kind.linear_head]
+    eligible = [e for e in linear if assessment.verdicts[e.candidate.name] is None]
+    best = pick_best(eligible or linear, metric)
+    candidate = best.candidate.name
+    export = assessment.exported[candidate]
+    registry_cfg = config.registry.model_copy(
+        update={"model_name": f"{config.registry.model_name}-linear"}
+    )
+    name = registry_cfg.model_name
+    report = None
+    if export.onnx is not None:
+        report = stages.run("encrypt", check_encryption, lambda r: f"{candidate}: {r.reason()}")(
+            export=export, test=data.splits.test, schema=schema, cfg=config.encryption
+        )
+    version, new_version = stages.run(
+        "register-linear", registry.register_best, describe_registration(name)
+    )(
+        run=run,
+        best=best,
+        export=export,
+        audited=assessment.audits[candidate],
+        lineage=data.lineage,
+        registry=registry_cfg,
+    )
+    if report is not None:
+        record_encryption(run.run_id, name, version, report)
+    card = model_card(config, data, assessment, version, run.run_id, best, name, report)
+    cards.log_model_card(run_id=run.run_id, name=name, version=version, card=card)
+    verdict = assessment.verdicts[candidate]
+    if verdict is None and report is not None and not report.passed:
+        verdict = report.reason()
+    promoted, reason = False, f"{name} v{version} ({candidate}) not promoted: {verdict}"
+    if verdict is None:
+        promotion = stages.run("promote-linear", champion.promote, lambda p: p.reason)(
+            version=version,
+            new_version=new_version,
+            model=best.candidate.model,
+            held_out=float(getattr(best.evaluation.metrics, metric)),
+            registry=registry_cfg,
+            test=data.splits.test,
+            target=schema.target.column,
+            score=champion.tabular_score(schema, metric),
+        )
+        promoted, reason = promotion.promoted, promotion.reason
+    return EncryptionSummary(
+        name=name,
+        version=version,
+        alias=registry_cfg.alias if promoted else None,
+        candidate=candidate,
+        promoted=promoted,
+        passed=verdict is None,
+        reason=reason,
+        max_abs_diff=report.max_abs_diff if report else None,
+        label_agreement=report.label_agreement if report else None,
+    )
 
 
 def model_card(
-    config: TabularConfig, data: PreparedData, assessment: Assessment, version: str, run_id: str
+    config: TabularConfig,
+    data: PreparedData,
+    assessment: Assessment,
+    version: str,
+    run_id: str,
+    candidate: EvaluatedCandidate | None = None,
+    model_name: str | None = None,
+    encryption: EncryptionReport | None = None,
 ) -> str:
-    schema, best, lineage = config.data.dataset, assessment.best, data.lineage
+    """The card of ``version``: the best candidate's by default, or ``candidate``'s registered
+    as ``model_name`` (the linear release)."""
+    schema, lineage = config.data.dataset, data.lineage
+    best = candidate or assessment.best
     export = assessment.exported[best.candidate.name]
     verdict = assessment.verdicts[best.candidate.name]
+    if verdict is None and encryption is not None and not encryption.passed:
+        verdict = encryption.reason()
+    explanation = (
+        assessment.best_explanation
+        if best is assessment.best
+        else assessment.glassbox_explanations.get(best.candidate.name)
+    )
     return render_model_card(
         ModelCardFacts(
-            model_name=config.registry.model_name,
+            model_name=model_name or config.registry.model_name,
             version=version,
             candidate=best.candidate.name,
             kind=best.candidate.config.kind,
@@ -472,12 +580,13 @@ def model_card(
             metrics=best.evaluation.metrics.model_dump(),
             selection_metric=config.registry.metric,
             fairness=assessment.audits[best.candidate.name].audit,
-            explanation=assessment.best_explanation.explanation,
+            explanation=explanation.explanation if explanation else None,
             onnx=export.report,
             onnx_reason=export.reason(),
             gates_passed=verdict is None,
             gate_reason="ONNX parity and fairness limits met" if verdict is None else verdict,
             privacy=data.privacy.statement,
+            encryption=encryption.card_section() if encryption else None,
             mlflow_run_id=run_id,
         ),
         top_features=config.explain.top_features,
@@ -549,6 +658,7 @@ def summarize(
         },
         cache=stages.cached,
         workspace=str(ws.root),
+        encryption=outcome.encryption,
     )
 
 

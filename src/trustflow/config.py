@@ -256,6 +256,17 @@ class OnnxConfig(Frozen):
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
 
+class EncryptionConfig(Frozen):
+    """Encrypted inference (docs/encrypted.md). When enabled, the best linear-headed candidate
+    is also registered as ``<registry.model_name>-linear``, with its own alias, after the
+    encryption parity gate: ``rows`` test rows scored encrypted and in plaintext."""
+
+    enabled: bool = False
+    rows: int = Field(default=1000, ge=1)
+    max_abs_diff: float = Field(default=1e-3, gt=0)  # max |p_encrypted - p_plain|
+    min_label_agreement: Fraction = 1.0
+
+
 class FairnessConfig(Frozen):
     """The fairness audit (every candidate, on the test split) and the gate before promotion."""
 
@@ -343,6 +354,19 @@ class TabularConfig(Frozen):
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    encryption: EncryptionConfig = Field(default_factory=EncryptionConfig)
+
+    @model_validator(mode="after")
+    def _encryption_has_a_linear_candidate(self) -> TabularConfig:
+        if self.encryption.enabled and not any(
+            c.model_kind.linear_head for c in self.train.candidates
+        ):
+            kinds = ", ".join(sorted(k.name for k in KINDS.values() if k.linear_head))
+            raise ValueError(
+                "encryption.enabled needs a linear-headed candidate in train.candidates "
+                f"(kinds: {kinds}); there is none"
+            )
+        return self
 
     @model_validator(mode="after")
     def _sensitive_features_exist(self) -> TabularConfig:

@@ -43,6 +43,7 @@ class ModelCardFacts(BaseModel):
     gates_passed: bool
     gate_reason: str
     privacy: str = NO_PRIVACY
+    encryption: str | None = None  # the encryption parity gate's result, when it ran
     mlflow_run_id: str
 
 
@@ -125,6 +126,8 @@ def render_model_card(facts: ModelCardFacts, top_features: int = 10) -> str:
             f"{parity.rows:,} rows compared, single-row latency "
             f"{facts.onnx.latency_us_single_row:.0f} µs."
         )
+    if facts.encryption is not None:
+        lines += ["", "## Encrypted inference", "", facts.encryption]
     lines += [
         "",
         "## Limitations",

@@ -13,7 +13,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tasks.tracking.tags import FAIRNESS_PASSED_TAG, PARITY_PASSED_TAG
+from tasks.tracking.tags import ENCRYPTION_PASSED_TAG, FAIRNESS_PASSED_TAG, PARITY_PASSED_TAG
 from trustflow.serving.scorer import ModelLoadError, ModelRejected, ModelRelease
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
@@ -22,9 +22,11 @@ MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<vers
 class RegistrySource:
     """Releases of a registered model for the inference server: ``models:/NAME@ALIAS`` follows
     the alias (a new champion is a new release), ``models:/NAME/VERSION`` stays put. Only the
-    ONNX form is fetched, and only from versions that passed their parity and fairness gates."""
+    ONNX form is fetched, and only from versions that passed their parity and fairness gates
+    (and, to be served ``encrypted``, the encryption parity gate)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, encrypted: bool = False) -> None:
+        self.encrypted = encrypted
         match = MODEL_URI.match(uri)
         if match is None:
             raise ModelLoadError(
@@ -56,6 +58,11 @@ class RegistrySource:
         if version.tags.get(FAIRNESS_PASSED_TAG) == "false":
             reason = version.tags.get("trustflow.fairness", "fairness gate failed")
             raise ModelRejected(f"{label} cannot be served: it failed the fairness gate ({reason})")
+        if self.encrypted and version.tags.get(ENCRYPTION_PASSED_TAG) != "true":
+            reason = version.tags.get("trustflow.encryption", "it has no encryption parity result")
+            raise ModelRejected(
+                f"{label} cannot be served --encrypted: {reason}. {encrypted_versions()}"
+            )
         with tempfile.TemporaryDirectory(prefix="trustflow-serve-") as tmp:
             try:
                 path = mlflow.artifacts.download_artifacts(
@@ -79,6 +86,30 @@ class RegistrySource:
             return None
         version = self.model_version()
         return None if str(version.version) == current.version else self.fetch(version)
+
+
+def encrypted_versions() -> str:
+    """Which registered versions may be served encrypted, as one sentence."""
+    client = MlflowClient()
+    versions = [
+        v
+        for v in client.search_model_versions(f"tags.`{ENCRYPTION_PASSED_TAG}` = 'true'")
+        if v.tags.get(PARITY_PASSED_TAG) == "true" and v.tags.get(FAIRNESS_PASSED_TAG) != "false"
+    ]
+    if not versions:
+        return (
+            "No registered version qualifies: train with `--set encryption.enabled=true` (it "
+            "registers the best logistic regression as <model_name>-linear)"
+        )
+    qualifying = {(v.name, str(v.version)) for v in versions}
+    uris = [f"models:/{name}/{version}" for name, version in sorted(qualifying)]
+    aliased = [
+        f"models:/{name}@{alias}"
+        for name in sorted({name for name, _ in qualifying})
+        for alias, version in sorted(client.get_registered_model(name).aliases.items())
+        if (name, str(version)) in qualifying
+    ]
+    return "These qualify: " + ", ".join(aliased + uris)
 
 
 def input_example(name: str, version: str) -> dict[str, list[Any]]:

@@ -35,3 +35,8 @@ OWNER_TAG = "trustflow.owner"  # on a run: the process that opened it (see run_o
 
 
 REAPED_BY_TAG = "trustflow.reaped_by"  # on what a crash left behind: the run that closed it
+
+
+# On a registered version: it passed the encryption parity gate, so `trustflow serve
+# --encrypted` may serve it.
+ENCRYPTION_PASSED_TAG = "trustflow.encryption.passed"

@@ -173,6 +173,9 @@ class ModelKind:
     mitigation: bool = False  # post-processes another candidate (params.base) for fairness
     network: bool = False  # a Lightning network: trainer settings, warm start, epoch history
     onnx: OnnxConverter | None = "skl2onnx"  # None: it has no ONNX form (cannot be deployed)
+    # Its ONNX graph ends in one linear layer and a sigmoid, so the server can evaluate that
+    # head on encrypted features (trustflow.crypto; encryption.enabled).
+    linear_head: bool = False
 
     def validate(self, params: dict[str, Any]) -> Params:
         return self.params.model_validate(params)
@@ -187,6 +190,7 @@ KINDS: dict[str, ModelKind] = {
             LogisticRegressionParams,
             "scikit-learn",
             _logistic_regression,
+            linear_head=True,
         ),
         ModelKind(
             "hist_gradient_boosting",

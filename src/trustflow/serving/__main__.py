@@ -15,9 +15,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from trustflow.serving.app import FileSource, ServeSettings
+from trustflow.serving.app import FileSource, ServeSettings, load_scorer
 from trustflow.serving.run import announce, check_port, run_one_process
-from trustflow.serving.scorer import ModelLoadError, Scorer
+from trustflow.serving.scorer import ModelLoadError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,15 +30,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-body-bytes", type=int, help="(default 4 MiB)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default 1)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="(default auto)")
-    parser.add_argument("--strict", action="store_true", default=None,
-                        help="refuse what MLflow drops, ignores or converts")  # fmt: skip
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="refuse what MLflow drops, ignores or converts",
+    )
+    parser.add_argument(
+        "--encrypted",
+        action="store_true",
+        default=None,
+        help="also serve a linear model on CKKS ciphertexts (needs tenseal)",
+    )
+    parser.add_argument("--max-encrypted-bytes", type=int,
+                        help="body limit of encrypted requests (default 64 MiB)")  # fmt: skip
     parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     try:
         given = {name: getattr(args, name, None) for name in ServeSettings.model_fields}
         settings = ServeSettings(**{k: v for k, v in given.items() if v is not None})
         source = FileSource(Path(args.model).resolve())
-        scorer = Scorer(source.load(), settings.device, settings.threads)
+        scorer = load_scorer(source.load(), settings)
         check_port(settings.host, settings.port)
     except (ModelLoadError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)

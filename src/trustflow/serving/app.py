@@ -3,7 +3,9 @@
 Endpoints: ``POST /invocations`` (MLflow's scoring protocol: JSON, CSV or Parquet),
 ``POST /v1/predict`` (records in, labels and probabilities out), ``GET /healthz`` (the process is
 up; ``/ping`` and ``/health`` are MLflow's names for it), ``GET /readyz`` (a model is loaded),
-``GET /version``, ``GET /metrics`` (Prometheus), and OpenAPI docs at ``/docs``.
+``GET /version``, ``GET /metrics`` (Prometheus), and OpenAPI docs at ``/docs``. With
+``encrypted``: ``GET /v1/encrypted/model``, ``POST /v1/encrypted/context`` and
+``POST /v1/encrypted/predict`` (see docs/encrypted.md and trustflow.crypto).
 
 With a token (``$TRUSTFLOW_SERVE_TOKEN``), every path but the probes in ``OPEN_PATHS`` needs
 ``Authorization: Bearer <token>``.
@@ -80,6 +82,26 @@ class ServeSettings(BaseModel):
     # Refuse what MLflow's server ignores or converts: unknown columns and top-level keys,
     # params, records with different keys, numbers sent as strings.
     strict: bool = False
+    # Encrypted inference on a linear-headed model (trustflow.crypto): its own body limit (a
+    # request is one ~230 KB ciphertext per feature) and a bounded store of client contexts.
+    encrypted: bool = False
+    max_encrypted_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    max_contexts: int = Field(default=32, ge=1)
+    max_context_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+
+
+def load_scorer(release: ModelRelease, settings: ServeSettings) -> Scorer:
+    """A scorer for ``release``; with ``encrypted``, also its linear split, or a
+    ModelLoadError saying why it has none."""
+    scorer = Scorer(release, settings.device, settings.threads)
+    if settings.encrypted:
+        from trustflow.crypto.linear import NotLinearHeaded, split_linear
+
+        try:
+            scorer.linear = split_linear(release.graph, release.source)
+        except NotLinearHeaded as exc:
+            raise ModelLoadError(f"--encrypted: {exc}") from exc
+    return scorer
 
 
 class ModelSource(Protocol):
@@ -199,11 +221,16 @@ class InferenceServer:
         self.stop = threading.Event()
         self.token = os.environ.get(TOKEN_ENV) or None
         self.metrics = ServerMetrics(bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")))
+        self.contexts: Any = None
+        if settings.encrypted:
+            from trustflow.crypto.ckks import ContextStore
+
+            self.contexts = ContextStore(settings.max_contexts, settings.max_context_bytes)
 
     # -- model lifecycle -------------------------------------------------------------------
 
     def load(self, release: ModelRelease) -> Scorer:
-        return Scorer(release, self.settings.device, self.settings.threads)
+        return load_scorer(release, self.settings)
 
     def install(self, scorer: Scorer) -> None:
         release = scorer.release
@@ -268,14 +295,21 @@ class InferenceServer:
             token.strip(), self.token.encode()
         )
 
-    async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
-        limit = self.settings.max_body_bytes
+    async def _body(
+        self, headers: dict[bytes, bytes], receive: Receive, limit: int | None = None
+    ) -> bytes:
+        limit = limit or self.settings.max_body_bytes
+        option = (
+            "--max-body-bytes"
+            if limit == self.settings.max_body_bytes
+            else ("--max-encrypted-bytes")
+        )
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             raise PayloadError(
                 413,
                 f"the body has {int(declared)} bytes; the limit is {limit} "
-                "(raise it with --max-body-bytes)",
+                f"(raise it with {option})",
             )
         chunks, size, more = [], 0, True
         while more:
@@ -285,9 +319,7 @@ class InferenceServer:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise PayloadError(
-                    413, f"the body exceeds {limit} bytes (raise it with --max-body-bytes)"
-                )
+                raise PayloadError(413, f"the body exceeds {limit} bytes (raise it with {option})")
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
@@ -344,6 +376,86 @@ class InferenceServer:
             answer = _error_body(500, f"scoring failed: {type(exc).__name__}: {exc}")
         self.observe(endpoint, status, started)
         return status, orjson.dumps(answer), extra
+
+    # -- encrypted inference ---------------------------------------------------------------
+
+    def _linear_scorer(self) -> Scorer:
+        if self.contexts is None:
+            raise PayloadError(404, "encrypted serving is off: start the server with --encrypted")
+        return self._ready_scorer()
+
+    def encrypted_model(self) -> tuple[int, dict[str, Any]]:
+        """What a client needs: the front graph, the feature count, the parameters."""
+        import base64
+
+        from trustflow.crypto.ckks import DEFAULT_PARAMS
+
+        try:
+            scorer = self._linear_scorer()
+        except PayloadError as exc:
+            return exc.status, _error_body(exc.status, exc.message)
+        linear, release = scorer.linear, scorer.release
+        return 200, {
+            "model": {"name": release.name, "version": release.version},
+            "columns": scorer.columns,
+            "classes": linear.classes,
+            "features": linear.features,
+            "front": base64.b64encode(linear.front).decode(),
+            "front_output": linear.front_output,
+            "parameters": DEFAULT_PARAMS.describe(),
+        }
+
+    async def encrypted(self, scope: Scope, receive: Receive, endpoint: str) -> Response:
+        """POST /v1/encrypted/context (a public context in, its id out) or
+        /v1/encrypted/predict (framed ciphertexts in, the logits' ciphertext out)."""
+        import anyio
+
+        from trustflow.crypto import ckks
+
+        started, status = time.perf_counter(), 200
+        try:
+            scorer = self._linear_scorer()
+            headers = dict(scope["headers"])
+            body = await self._body(headers, receive, self.settings.max_encrypted_bytes)
+            if endpoint == "encrypted-context":
+                key = self.contexts.key(body)
+                if key not in self.contexts:
+                    context = await anyio.to_thread.run_sync(
+                        ckks.load_public_context, body, ckks.DEFAULT_PARAMS
+                    )
+                    self.contexts.put(key, context)
+                answer = _json({"context_id": key, "bytes": len(body)})
+            else:
+                version = headers.get(b"x-trustflow-model-version", b"").decode("latin-1")
+                if version != scorer.release.version:
+                    raise PayloadError(
+                        409,
+                        f"the request was made for version '{version[:40]}'; this server "
+                        f"serves {scorer.release.version}: GET /v1/encrypted/model again "
+                        "(header X-Trustflow-Model-Version)",
+                    )
+                context_id = headers.get(b"x-trustflow-context", b"").decode("latin-1")
+                context = self.contexts.get(context_id)
+                linear = scorer.linear
+                blobs = ckks.unframe(body)
+                logits, rows = await anyio.to_thread.run_sync(
+                    ckks.evaluate, context, blobs, linear.weights, linear.bias
+                )
+                self.metrics.rows.labels(endpoint).inc(rows)
+                answer = Response(
+                    logits,
+                    media_type="application/octet-stream",
+                    headers={"x-trustflow-rows": str(rows)},
+                )
+        except PayloadError as exc:
+            status = exc.status
+            answer = _json(_error_body(exc.status, exc.message), exc.status)
+        except Exception as exc:
+            log.exception("encrypted scoring failed")
+            status = 500
+            answer = _json(_error_body(500, f"{type(exc).__name__}: {exc}"), 500)
+        self.observe(endpoint, status, started)
+        return answer
 
     def observe(self, endpoint: str, status: int, started: float) -> None:
         self.metrics.requests.labels(endpoint, status).inc()
@@ -411,6 +523,14 @@ PREDICT_BODY = _request_body(
 )
 
 
+OCTETS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
 def create_app(
     source: ModelSource, settings: ServeSettings, initial: Scorer | None = None
 ) -> ScoringRoutes:
@@ -454,6 +574,24 @@ def create_app(
         """Records in; class labels and per-class probabilities out."""
         status, body, _ = await server.score(request.scope, request.receive, "predict")
         return Response(body, status, media_type="application/json")
+
+    @app.get("/v1/encrypted/model")
+    async def encrypted_model() -> Response:
+        """With --encrypted: the preprocessing graph the client runs, the feature count and the
+        CKKS parameters a context must have."""
+        status, body = server.encrypted_model()
+        return _json(body, status)
+
+    @app.post("/v1/encrypted/context", openapi_extra=OCTETS_BODY)
+    async def encrypted_context(request: Request) -> Response:
+        """With --encrypted: a client's public TenSEAL context (no secret key); its id."""
+        return await server.encrypted(request.scope, request.receive, "encrypted-context")
+
+    @app.post("/v1/encrypted/predict", openapi_extra=OCTETS_BODY)
+    async def encrypted_predict(request: Request) -> Response:
+        """With --encrypted: one framed ciphertext per feature (headers X-Trustflow-Context
+        and X-Trustflow-Model-Version); the ciphertext of one logit per row."""
+        return await server.encrypted(request.scope, request.receive, "encrypted-predict")
 
     @app.get("/healthz")
     @app.get("/ping", include_in_schema=False)  # MLflow's clients wait on /ping

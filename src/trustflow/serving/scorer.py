@@ -132,33 +132,18 @@ class Prediction:
     dropped: list[str]  # request columns the model does not take, left out
 
 
-class Scorer:
-    """An onnxruntime session over one release, with the signature its requests are checked
-    against: one (n, 1) input per column, numbers (double) or strings."""
+class Signature:
+    """A graph's inputs as the server takes them: one (n, 1) input per column, numbers (double
+    or float) or strings; and turning request columns into the session's feed."""
 
-    def __init__(self, release: ModelRelease, device: Device = "auto", threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        # One thread per session: small requests lose more to thread hand-offs than they gain;
-        # scale out with --workers instead.
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        providers = providers_for(device)  # its ModelLoadError names the device problem
-        try:
-            self.session = ort.InferenceSession(release.graph, options, providers=providers)
-        except Exception as exc:
-            raise ModelLoadError(f"{release.source}: not a loadable ONNX model ({exc})") from exc
-        self.release = release
-        self.providers: list[str] = self.session.get_providers()
+    def __init__(self, session: Any, source: str) -> None:
         self.columns: dict[str, str] = {}
         self.float_inputs: set[str] = set()
-        for node in self.session.get_inputs():
+        for node in session.get_inputs():
             kind = ONNX_KINDS.get(node.type)
             if kind is None or len(node.shape) != 2 or node.shape[1] != 1:
                 raise ModelLoadError(
-                    f"{release.source}: input '{node.name}' is {node.type} {node.shape}; the "
+                    f"{source}: input '{node.name}' is {node.type} {node.shape}; the "
                     "server serves one (n, 1) number or string input per column"
                 )
             self.columns[node.name] = kind
@@ -166,12 +151,6 @@ class Scorer:
                 self.float_inputs.add(node.name)
         # CSV cells are text until the signature says a column holds numbers.
         self.numeric = {name for name, kind in self.columns.items() if kind == NUMBER}
-        outputs = [node.name for node in self.session.get_outputs()]
-        if len(outputs) < 2:
-            raise ModelLoadError(f"{release.source}: expected label and probability outputs")
-        self.outputs = outputs[:2]
-        classes = self.session.get_modelmeta().custom_metadata_map.get(METADATA_CLASSES)
-        self.classes: list[str] | None = json.loads(classes) if classes else None
 
     def feed(
         self, columns: dict[str, list[Any]], rows: int, strict: bool = False
@@ -204,6 +183,43 @@ class Scorer:
                     values = _texts(name, values)
                 feed[name] = np.array(values, dtype=object).reshape(rows, 1)
         return feed, dropped
+
+
+class Scorer:
+    """An onnxruntime session over one release, with the signature its requests are checked
+    against: one (n, 1) input per column, numbers (double) or strings."""
+
+    def __init__(self, release: ModelRelease, device: Device = "auto", threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        # One thread per session: small requests lose more to thread hand-offs than they gain;
+        # scale out with --workers instead.
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        providers = providers_for(device)  # its ModelLoadError names the device problem
+        try:
+            self.session = ort.InferenceSession(release.graph, options, providers=providers)
+        except Exception as exc:
+            raise ModelLoadError(f"{release.source}: not a loadable ONNX model ({exc})") from exc
+        self.release = release
+        self.providers: list[str] = self.session.get_providers()
+        self.signature = Signature(self.session, release.source)
+        self.columns = self.signature.columns
+        self.numeric = self.signature.numeric
+        outputs = [node.name for node in self.session.get_outputs()]
+        if len(outputs) < 2:
+            raise ModelLoadError(f"{release.source}: expected label and probability outputs")
+        self.outputs = outputs[:2]
+        classes = self.session.get_modelmeta().custom_metadata_map.get(METADATA_CLASSES)
+        self.classes: list[str] | None = json.loads(classes) if classes else None
+        self.linear: Any = None  # trustflow.crypto.linear.LinearSplit when serving encrypted
+
+    def feed(
+        self, columns: dict[str, list[Any]], rows: int, strict: bool = False
+    ) -> tuple[dict[str, np.ndarray], list[str]]:
+        return self.signature.feed(columns, rows, strict)
 
     def predict(self, columns: dict[str, list[Any]], rows: int, strict: bool = False) -> Prediction:
         feed, dropped = self.feed(columns, rows, strict)
