@@ -31,18 +31,20 @@ class Trained:
     version: str
     rows: pd.DataFrame  # feature columns only, as a client sends them
     native: object  # the registered scikit-learn pipeline
+    summary: dict  # the run's --json summary
 
     def client(self) -> MlflowClient:
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
 
-def train_champion(home: Path, adult_sample: pd.DataFrame) -> Trained:
-    """One pipeline run (sample data, fast candidates) registers the champion to serve."""
+def train_champion(home: Path, adult_sample: pd.DataFrame, *settings: str) -> Trained:
+    """One pipeline run (sample data, fast candidates, and ``settings``: more ``--set``
+    arguments) registers the champion to serve."""
     source = write_csv(adult_sample, home / "adult.csv")
     workspace = home / "ws"
     done = subprocess.run(
         [str(BIN / "trustflow"), "run", "--json", "--workspace", str(workspace),
-         "--set", f"data.source=csv:{source}", "--set", FAST_CANDIDATES],
+         "--set", f"data.source=csv:{source}", "--set", FAST_CANDIDATES, *settings],
         env=clean_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -53,7 +55,7 @@ def train_champion(home: Path, adult_sample: pd.DataFrame) -> Trained:
     typed, _ = validate_frame(adult_sample, TabularConfig().data.dataset, "impute", "sample")
     rows = typed.drop(columns=["income"]).head(300)  # some cells missing, as clients send them
     assert rows.isna().any().any()
-    return Trained(workspace, uri, summary["model"]["version"], rows, native)
+    return Trained(workspace, uri, summary["model"]["version"], rows, native, summary)
 
 
 @dataclass

@@ -173,22 +173,22 @@ def load_public_context(data: bytes, params: EncryptionParams) -> ServerContext:
             f"2^{params.scale_bits} (see GET /v1/encrypted/model)",
         )
     # Probe what the evaluation needs, with the client's own public key.
+    probe = ts.ckks_vector(context, [0.0])
+    degree = probe.data.ciphertext()[0].poly_modulus_degree()
+    if degree != params.poly_modulus_degree:
+        raise PayloadError(
+            400,
+            f"the context's poly_modulus_degree is {degree} ({degree // 2} slots); this server "
+            f"needs {params.poly_modulus_degree} ({params.slots} slots)",
+        )
     try:
-        probe = ts.ckks_vector(context, [0.0] * params.slots)
-        fits = len(probe.data.ciphertext()) == 1
-        probe = probe * 0.5 + 1.0
-    except Exception as exc:
+        probe * 0.5 + 1.0
+    except ValueError as exc:  # "scale out of bounds": no level left to rescale into
         raise PayloadError(
             400,
             f"the context cannot take one scalar multiply ({exc}); this server needs "
             f"coeff_mod_bit_sizes {list(params.coeff_mod_bit_sizes)} (depth {params.depth})",
         ) from exc
-    if not fits:
-        raise PayloadError(
-            400,
-            f"the context has fewer than {params.slots} slots; this server needs "
-            f"poly_modulus_degree {params.poly_modulus_degree}",
-        )
     return ServerContext(context, len(data))
 
 
@@ -215,6 +215,9 @@ def evaluate(
             raise PayloadError(
                 413, f"ciphertext {index} spans {pieces} ciphertexts: more rows than slots"
             )
+        scale = vector.data.ciphertext()[0].scale
+        if scale != context.global_scale:
+            raise PayloadError(400, f"ciphertext {index}: scale {scale:g}, not the context's")
         size = vector.size()
         if rows is None:
             rows = size
