@@ -118,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="encrypt the rows here (CKKS); the server scores them without reading them",
     )
+    predict.add_argument(
+        "--layout",
+        choices=("packed", "feature-major"),
+        default="packed",
+        help="with --encrypted: packed (rows share a ciphertext; fast for few rows) or "
+        "feature-major (a ciphertext per feature; the answer is the logits only)",
+    )
     predict.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     predict.add_argument("--debug", action="store_true", help="tracebacks on errors")
     server = commands.add_parser(
@@ -431,7 +438,7 @@ def predict_command(args: argparse.Namespace) -> int:
         if args.encrypted:
             from trustflow.client import EncryptedClient
 
-            with EncryptedClient(args.url, token) as client:
+            with EncryptedClient(args.url, token, layout=args.layout) as client:
                 prediction = client.predict(records)
             labels, probabilities = prediction.labels, prediction.probabilities
         else:

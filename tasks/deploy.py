@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks import docker_engine as docker
 from tasks.tracking.source import RegistrySource, input_example
 from tasks.tracking.store import configure
-from tasks.tracking.tags import GIT_REVISION_TAG
+from tasks.tracking.tags import ENCRYPTION_PASSED_TAG, GIT_REVISION_TAG
 from trustflow.deploy import kubernetes, triton
 from trustflow.deploy.bundle import Release, build_bundle
 from trustflow.errors import DeployError
@@ -39,6 +39,7 @@ def resolve_release(model_uri: str, ws: Workspace) -> Release:
         data_md5=version.tags.get("trustflow.data.md5", "unknown"),
         git_revision=version.tags.get(GIT_REVISION_TAG, "unknown"),
         example=input_example(served.name, served.version),
+        encrypted=version.tags.get(ENCRYPTION_PASSED_TAG) == "true",
     )
 
 

@@ -2,8 +2,9 @@
 
 :class:`EncryptedClient` scores rows on a server that never sees them: it fetches the model's
 preprocessing graph and runs it locally, makes CKKS keys locally, sends the features encrypted
-(one ciphertext per feature, up to ``slots`` rows each request), decrypts the logits the server
-computed, and applies the sigmoid. The secret key never leaves this process.
+(packed: a few rows per ciphertext; or feature-major: one ciphertext per feature), up to
+``slots`` rows a request, decrypts what the server computed into logits, and applies the
+sigmoid. The secret key never leaves this process.
 """
 
 from __future__ import annotations
@@ -33,13 +34,22 @@ class EncryptedPrediction:
 
 
 class EncryptedClient:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout: float = 300.0,
+        layout: str = "packed",
+    ) -> None:
         import httpx
         import onnxruntime as ort
 
         from trustflow.crypto import ckks
         from trustflow.serving.scorer import Signature
 
+        if layout not in ckks.LAYOUTS:
+            raise TrustflowError(f"layout '{layout}': one of {', '.join(ckks.LAYOUTS)}")
+        self.layout = layout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
         model = self._json(self.http.get("/v1/encrypted/model"))
@@ -109,7 +119,7 @@ class EncryptedClient:
         for first in range(0, len(features), self.params.slots):
             batch = features[first : first + self.params.slots]
             started = time.perf_counter()
-            body = ckks.encrypt_features(self.context, batch, self.params)
+            body = ckks.encrypt_features(self.context, batch, self.params, self.layout)
             timings["encrypt"] += time.perf_counter() - started
             started = time.perf_counter()
             response = self.http.post(
@@ -119,6 +129,7 @@ class EncryptedClient:
                     "Content-Type": "application/octet-stream",
                     "X-Trustflow-Context": self.context_id,
                     "X-Trustflow-Model-Version": self.model["version"],
+                    "X-Trustflow-Layout": self.layout,
                 },
             )
             timings["server"] += time.perf_counter() - started
@@ -126,7 +137,11 @@ class EncryptedClient:
                 raise ServerError(_message(response))
             sent, received = sent + len(body), received + len(response.content)
             started = time.perf_counter()
-            logits.append(ckks.decrypt_logits(self.context, response.content, len(batch)))
+            logits.append(
+                ckks.decrypt_logits(
+                    self.context, response.content, len(batch), self.features, self.layout
+                )
+            )
             timings["decrypt"] += time.perf_counter() - started
         logit = np.concatenate(logits)
         positive = sigmoid(logit)

@@ -58,19 +58,21 @@ def test_the_run_registers_a_gated_linear_release(linear: Trained) -> None:
     client = linear.client()
     version = client.get_model_version_by_alias(LINEAR, "champion")
     assert version.tags["trustflow.encryption.passed"] == "true"
-    assert json.loads(version.tags["trustflow.encryption.parameters"])["layout"] == "feature-major"
+    parameters = json.loads(version.tags["trustflow.encryption.parameters"])
+    assert parameters["layouts"] == ["packed", "feature-major"]  # the gate checked both
     assert "## Encrypted inference" in version.description  # the model card
     run = client.get_run(linear.summary["mlflow"]["run_id"])
     assert run.data.metrics["encryption.max_abs_diff"] == encryption["max_abs_diff"]
 
 
-def test_encrypted_predictions_match_plaintext(linear: Trained, server: Server) -> None:
+@pytest.mark.parametrize("layout", ["packed", "feature-major"])
+def test_encrypted_predictions_match_plaintext(linear: Trained, server: Server, layout: str):
     rows = records(linear.rows)
     plain = server.post("/v1/predict", json={"records": rows}).json()
-    with EncryptedClient(server.url) as client:
+    with EncryptedClient(server.url, layout=layout) as client:
         encrypted = client.predict(rows)
     print(
-        f"\n{len(rows)} rows: sent {encrypted.bytes_sent / 1e6:.1f} MB, received "
+        f"\n{layout}, {len(rows)} rows: sent {encrypted.bytes_sent / 1e6:.1f} MB, received "
         f"{encrypted.bytes_received / 1e3:.0f} KB; "
         + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in encrypted.timings.items())
     )
@@ -106,8 +108,10 @@ def test_bad_input_gets_a_4xx_and_the_server_stays_up(linear: Trained, server: S
     context = ckks.new_context()
     public = ckks.public_context(context)
     context_id = server.post("/v1/encrypted/context", content=public).json()["context_id"]
-    one = ckks.encrypt_features(context, np.zeros((1, features)), ckks.DEFAULT_PARAMS)
+    major = {"X-Trustflow-Layout": "feature-major"}
+    one = ckks.encrypt_features(context, np.zeros((1, features)), ckks.DEFAULT_PARAMS)  # packed
     blob = ckks.unframe(one)[0]
+    ragged = tenseal.ckks_vector(context, [0.0] * 5).serialize()
     too_many = tenseal.ckks_vector(context, [0.0] * 4097).serialize()
     headers = {"X-Trustflow-Context": context_id, "X-Trustflow-Model-Version": version}
 
@@ -122,7 +126,7 @@ def test_bad_input_gets_a_4xx_and_the_server_stays_up(linear: Trained, server: S
         return response.json()["message"], response.status_code
 
     cases = [
-        (lambda: predict(ckks.frame([b"\x07" * 300] * features)), 400, "not a CKKS vector"),
+        (lambda: predict(ckks.frame([b"\x07" * 300])), 400, "not a CKKS vector"),
         (lambda: predict(one[: len(one) // 2]), 400, "truncated body"),
         (lambda: predict(one, **{"X-Trustflow-Context": "f" * 32}), 404, "unknown context id"),
         (
@@ -130,12 +134,10 @@ def test_bad_input_gets_a_4xx_and_the_server_stays_up(linear: Trained, server: S
             409,
             "GET /v1/encrypted/model",
         ),
-        (lambda: predict(ckks.frame([blob] * 3)), 400, f"expected {features} ciphertexts"),
-        (
-            lambda: predict(ckks.frame([too_many] + [blob] * (features - 1))),
-            413,
-            "more rows than slots",
-        ),
+        (lambda: predict(ckks.frame([blob] * 3), **major), 400, f"expected {features} ciphertexts"),
+        (lambda: predict(ckks.frame([too_many])), 413, "more values than slots"),
+        (lambda: predict(ckks.frame([ragged])), 400, "not whole rows of 128"),
+        (lambda: predict(one, **{"X-Trustflow-Layout": "diagonal"}), 400, "unknown layout"),
         (lambda: context_post(context.serialize(save_secret_key=True)), 400, "secret key"),
         (lambda: context_post(b"\x00" * 1000), 400, "not a serialized TenSEAL context"),
     ]

@@ -81,6 +81,7 @@ def test_the_bundle_is_a_complete_build_context(ws, capsys, tmp_path) -> None:
     from importlib.metadata import version as installed
 
     assert f"onnxruntime=={installed('onnxruntime')}" in requirements
+    assert not any(line.startswith("tenseal==") for line in requirements)  # not encrypted
     wheels = {
         p.name.split("-")[0].lower().replace("_", "-") for p in (out / "wheels").glob("*.whl")
     }
@@ -94,6 +95,7 @@ def test_the_bundle_is_a_complete_build_context(ws, capsys, tmp_path) -> None:
         ("DATA_MD5", model["data_md5"]),
         ("ONNX_SHA256", model["onnx_sha256"]),
         ("PYTHON_VERSION", f"{sys.version_info.major}.{sys.version_info.minor}"),
+        ("ENCRYPTED", "0"),
     ]:
         assert f'ARG {arg}="{value}"' in dockerfile
     final_stage = dockerfile.split("\nFROM ${BASE_IMAGE}\n")[1]

@@ -76,16 +76,31 @@ def test_a_model_without_a_linear_head_is_refused_naming_what_it_is(splits) -> N
         split_linear(graph, "hgb.onnx")
 
 
-def test_encrypted_logits_match_plaintext(client_context, server_context) -> None:
+@pytest.mark.parametrize("layout", ckks.LAYOUTS)
+def test_encrypted_logits_match_plaintext(client_context, server_context, layout: str) -> None:
     rng = np.random.default_rng(0)
     features, weights = rng.normal(size=(300, 20)), rng.normal(size=20)
     weights[3] = 0.0  # a zero weight: SEAL refuses a product that would be transparent
-    body = ckks.encrypt_features(client_context, features, PARAMS)
-    answer, rows = ckks.evaluate(server_context, ckks.unframe(body), weights, 0.25)
-    logits = ckks.decrypt_logits(client_context, answer, rows)
+    body = ckks.encrypt_features(client_context, features, PARAMS, layout)
+    answer, rows = ckks.evaluate(server_context, ckks.unframe(body), weights, 0.25, layout)
+    logits = ckks.decrypt_logits(client_context, answer, rows, 20, layout)
 
     assert rows == 300
     assert np.abs(logits - (features @ weights + 0.25)).max() < 1e-4
+    ciphertexts = len(ckks.unframe(body))
+    assert ciphertexts == (20 if layout == ckks.FEATURE_MAJOR else 300 // (PARAMS.slots // 32) + 1)
+
+
+def test_packed_answers_hide_the_products_behind_masks(client_context, server_context) -> None:
+    """What the client decrypts besides the logit: each product w_j x_j plus a mask of
+    magnitude up to 2^17, the masks summing to zero per row."""
+    features, weights = np.ones((1, 4)), np.array([1.0, 2.0, 3.0, 4.0])
+    body = ckks.encrypt_features(client_context, features, PARAMS)
+    answer, _ = ckks.evaluate(server_context, ckks.unframe(body), weights, 0.0)
+    slots = np.array(ts.ckks_vector_from(client_context, ckks.unframe(answer)[0]).decrypt())
+    assert abs(slots[:4].sum() - 10.0) < 1e-4
+    assert np.abs(slots[:4] - weights).min() > 1.0  # the products themselves are not there
+    assert np.abs(slots).max() <= 2 * ckks.MASK_BOUND + 10
 
 
 def test_the_server_holds_no_secret_key_and_cannot_decrypt(client_context, server_context):
@@ -94,7 +109,7 @@ def test_the_server_holds_no_secret_key_and_cannot_decrypt(client_context, serve
     body = ckks.encrypt_features(client_context, np.ones((2, 3)), PARAMS)
     answer, _ = ckks.evaluate(server_context, ckks.unframe(body), np.ones(3), 0.0)
     with pytest.raises(ValueError, match="secret"):
-        ts.ckks_vector_from(context, answer).decrypt()
+        ts.ckks_vector_from(context, ckks.unframe(answer)[0]).decrypt()
 
 
 def _context(degree: int, moduli: list[int], scale_bits: int):
@@ -124,27 +139,28 @@ def test_a_context_the_server_cannot_use_is_refused(make, problem: str) -> None:
 
 
 def test_ciphertexts_the_server_cannot_use_are_refused(client_context, server_context) -> None:
-    good = ckks.unframe(ckks.encrypt_features(client_context, np.ones((4, 3)), PARAMS))
+    major = ckks.FEATURE_MAJOR
+    good = ckks.unframe(ckks.encrypt_features(client_context, np.ones((4, 3)), PARAMS, major))
     weights = np.ones(3)
 
-    def refused(blobs: list[bytes], weights: np.ndarray = weights) -> PayloadError:
+    def refused(blobs: list[bytes], layout: str = major, weights=weights) -> PayloadError:
         with pytest.raises(PayloadError) as caught:
-            ckks.evaluate(server_context, blobs, weights, 0.0)
+            ckks.evaluate(server_context, blobs, weights, 0.0, layout)
         return caught.value
 
     assert "expected 3 ciphertexts" in refused(good[:2]).message
     garbage = refused([good[0], b"\x00" * 500, good[2]])
     assert garbage.status == 400 and "ciphertext 1: not a CKKS vector" in garbage.message
-    other = ckks.encrypt_features(client_context, np.ones((2, 3)), PARAMS)
-    assert (
-        "ciphertext 1 has 2 rows, ciphertext 0 4"
-        in refused([good[0], *ckks.unframe(other)[1:]]).message
-    )
+    other = ckks.unframe(ckks.encrypt_features(client_context, np.ones((2, 3)), PARAMS, major))
+    assert "ciphertext 1 has 2 rows, ciphertext 0 4" in refused([good[0], *other[1:]]).message
     too_many = ts.ckks_vector(client_context, [1.0] * (PARAMS.slots + 1)).serialize()
-    assert refused([too_many], np.ones(1)).status == 413
-    foreign = _context(16384, [60, 40, 60], 40)
-    alien = ts.ckks_vector(foreign, [1.0]).serialize()
+    assert refused([too_many], weights=np.ones(1)).status == 413
+    alien = ts.ckks_vector(_context(16384, [60, 40, 60], 40), [1.0]).serialize()
     assert refused([alien, good[1], good[2]]).status == 400
+    # packed: whole rows of 4 slots (3 features padded to a power of two)
+    ragged = ts.ckks_vector(client_context, [1.0] * 6).serialize()
+    assert "holds 6 values, not whole rows of 4" in refused([ragged], ckks.PACKED).message
+    assert "unknown layout 'diagonal'" in refused(good, "diagonal").message
 
 
 def test_a_truncated_body_is_refused_naming_the_byte() -> None:
@@ -180,3 +196,22 @@ def test_the_parity_gate_passes_logistic_regression_and_can_fail(logreg: bytes, 
     failed = check_encrypted_parity(logreg, "lr.onnx", splits.test, SCHEMA, strict)
     assert failed.rows == 50 and not failed.passed  # CKKS is approximate: ~1e-7, not 1e-12
     assert "encryption parity FAILED" in failed.reason()
+
+
+def test_an_encrypted_release_bundles_tenseal_and_serves_encrypted(logreg: bytes, tmp_path):
+    from trustflow.deploy.bundle import Release, build_bundle
+
+    release = Release("adult-income-linear", "1", "champion", "models:/x/1", logreg)
+    plain = build_bundle(release, tmp_path / "plain", vendor=False)
+    encrypted = build_bundle(
+        Release(**{**release.__dict__, "encrypted": True}), tmp_path / "encrypted", vendor=False
+    )
+
+    def names(requirements: list[str]) -> set[str]:
+        return {line.split("==")[0] for line in requirements}
+
+    assert names(encrypted.requirements) - names(plain.requirements) >= {"tenseal", "onnx"}
+    assert "tenseal" not in names(plain.requirements)
+    dockerfile = (tmp_path / "encrypted" / "Dockerfile").read_text()
+    assert 'ARG ENCRYPTED="1"' in dockerfile and "TRUSTFLOW_ENCRYPTED=${ENCRYPTED}" in dockerfile
+    assert (tmp_path / "encrypted" / "app" / "trustflow" / "crypto" / "ckks.py").is_file()

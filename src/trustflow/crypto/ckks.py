@@ -1,12 +1,20 @@
 """CKKS (approximate homomorphic encryption) for a linear head, with TenSEAL.
 
-Layout: **feature-major**. A request of ``rows`` rows (at most ``slots``, half the polynomial
-degree) is one ciphertext per feature; slot ``r`` of ciphertext ``j`` holds feature ``j`` of row
-``r``. The server computes ``sum_j w_j * ct_j + b``: plaintext-scalar multiplies and additions,
-one multiplicative level, no rotations. So the client's public context carries no Galois keys
-(a few hundred KB instead of ~35 MB), and the answer is one ciphertext holding one logit per
-row. The price: a request costs ``features`` ciphertexts however few rows it has, so one row
-costs as much as ``slots`` rows; batch rows into a request.
+Two layouts, neither needing rotations, so the client's public context carries no Galois keys
+(about 360 KB instead of ~35 MB) and every evaluation uses one multiplicative level:
+
+- **packed** (the default): each row's features, padded to a power of two (``width``: 128 for
+  Adult's 105), fill one block of slots; ``slots // width`` rows per ciphertext. The server
+  multiplies by the weights (one plaintext-vector multiply per ciphertext) and adds the bias
+  plus random masks that sum to zero in each row's block. The client decrypts and sums each
+  block: the logit. A one-row request is one ciphertext: milliseconds of server time. What the
+  client sees besides the logit are the products ``w_j * x_j`` hidden by uniform masks of
+  magnitude up to 2^17 (statistical hiding; the logits alone give a linear model away in
+  ``features + 1`` queries anyway).
+- **feature-major**: one ciphertext per feature; slot ``r`` of ciphertext ``j`` holds feature
+  ``j`` of row ``r``. The server computes ``sum_j w_j * ct_j + b`` (scalar multiplies) and the
+  answer holds the logits and nothing else. A request costs ``features`` ciphertexts however
+  few rows it carries: for full batches of ``slots`` rows.
 
 The server never holds a secret key: a context that contains one is refused, and what the
 server computes it cannot decrypt.
@@ -23,9 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from trustflow.crypto.linear import sigmoid
 from trustflow.serving.scorer import PayloadError
 
-LAYOUT = "feature-major"
+PACKED, FEATURE_MAJOR = "packed", "feature-major"
+LAYOUTS = (PACKED, FEATURE_MAJOR)
+MASK_BOUND = 2.0**16  # masks are u_j - u_{j+1}, u uniform on [-bound, bound]: |mask| <= 2^17
 _FRAME = struct.Struct(">I")  # each ciphertext on the wire: a 4-byte big-endian length, then it
 
 
@@ -54,7 +65,7 @@ class EncryptionParams:
             "coeff_mod_bit_sizes": list(self.coeff_mod_bit_sizes),
             "slots": self.slots,
             "depth": self.depth,
-            "layout": LAYOUT,
+            "layouts": list(LAYOUTS),
         }
 
 
@@ -95,19 +106,42 @@ def public_context(context: Any) -> bytes:
     )
 
 
-def encrypt_features(context: Any, features: np.ndarray, params: EncryptionParams) -> bytes:
-    """(rows, features) -> the request body: one framed ciphertext per feature."""
+def block_width(features: int) -> int:
+    """The slots one row takes in the packed layout: ``features`` up to a power of two."""
+    return 1 << max(0, (features - 1).bit_length())
+
+
+def encrypt_features(
+    context: Any, features: np.ndarray, params: EncryptionParams, layout: str = PACKED
+) -> bytes:
+    """(rows, features) -> the request body, framed ciphertexts in ``layout``."""
     ts = _tenseal()
-    rows = features.shape[0]
+    rows, count = features.shape
     if not 0 < rows <= params.slots:
         raise ValueError(f"{rows} rows: one request carries 1 to {params.slots} rows")
-    columns = np.asarray(features, dtype=np.float64).T
-    return frame([ts.ckks_vector(context, column.tolist()).serialize() for column in columns])
+    values = np.asarray(features, dtype=np.float64)
+    if layout == FEATURE_MAJOR:
+        vectors = [column.tolist() for column in values.T]
+    else:
+        width = block_width(count)
+        per = params.slots // width
+        padded = np.zeros((rows, width))
+        padded[:, :count] = values
+        vectors = [padded[first : first + per].ravel().tolist() for first in range(0, rows, per)]
+    return frame([ts.ckks_vector(context, vector).serialize() for vector in vectors])
 
 
-def decrypt_logits(context: Any, answer: bytes, rows: int) -> np.ndarray:
+def decrypt_logits(
+    context: Any, answer: bytes, rows: int, features: int, layout: str
+) -> np.ndarray:
+    """The server's framed answer -> one logit per row."""
     ts = _tenseal()
-    return np.asarray(ts.ckks_vector_from(context, answer).decrypt()[:rows], dtype=np.float64)
+    parts = [np.asarray(ts.ckks_vector_from(context, blob).decrypt()) for blob in unframe(answer)]
+    if layout == FEATURE_MAJOR:
+        return np.asarray(parts[0][:rows], dtype=np.float64)
+    width = block_width(features)
+    sums = [part.reshape(-1, width).sum(axis=1) for part in parts]  # each row's block
+    return np.concatenate(sums)[:rows].astype(np.float64)
 
 
 # -- the wire ----------------------------------------------------------------------------------
@@ -192,10 +226,71 @@ def load_public_context(data: bytes, params: EncryptionParams) -> ServerContext:
     return ServerContext(context, len(data))
 
 
+def _vector(context: Any, blob: bytes, index: int) -> Any:
+    """One of the client's ciphertexts, loaded and checked."""
+    ts = _tenseal()
+    try:
+        vector = ts.ckks_vector_from(context, blob)
+        pieces = len(vector.data.ciphertext())
+    except Exception as exc:
+        raise PayloadError(
+            400, f"ciphertext {index}: not a CKKS vector under this context ({exc})"
+        ) from exc
+    if pieces != 1:
+        raise PayloadError(
+            413, f"ciphertext {index} spans {pieces} ciphertexts: more values than slots"
+        )
+    scale = vector.data.ciphertext()[0].scale
+    if scale != context.global_scale:
+        raise PayloadError(400, f"ciphertext {index}: scale {scale:g}, not the context's")
+    return vector
+
+
 def evaluate(
+    server_context: ServerContext,
+    blobs: list[bytes],
+    weights: np.ndarray,
+    bias: float,
+    layout: str = PACKED,
+) -> tuple[bytes, int]:
+    """The linear head on the client's ciphertexts: (the framed answer, rows)."""
+    if layout == FEATURE_MAJOR:
+        return _feature_major(server_context, blobs, weights, bias)
+    if layout != PACKED:
+        raise PayloadError(400, f"unknown layout '{layout[:40]}'; layouts: {', '.join(LAYOUTS)}")
+    context, width = server_context.context, block_width(len(weights))
+    if not blobs:
+        raise PayloadError(400, "the request has no ciphertexts")
+    tiled = np.zeros(width)
+    tiled[: len(weights)] = weights
+    if not tiled.any():  # SEAL refuses a product that would be transparent (all zero)
+        tiled[0] = 1e-300
+    rng = np.random.default_rng()  # fresh OS entropy: masks are never reused
+    answers, rows = [], 0
+    for index, blob in enumerate(blobs):
+        vector = _vector(context, blob, index)
+        size = vector.size()
+        if size % width:
+            raise PayloadError(
+                400,
+                f"ciphertext {index} holds {size} values, not whole rows of {width} (the model's "
+                f"{len(weights)} features padded to a power of two)",
+            )
+        blocks = size // width
+        # Per row: bias in the first slot, and masks u_j - u_{j+1} (cyclic), which sum to zero.
+        u = rng.uniform(-MASK_BOUND, MASK_BOUND, size=(blocks, width))
+        masks = u - np.roll(u, -1, axis=1)
+        masks[:, 0] += bias
+        product = vector * np.tile(tiled, blocks).tolist()
+        answers.append(bytes((product + masks.ravel().tolist()).serialize()))
+        rows += blocks
+    return frame(answers), rows
+
+
+def _feature_major(
     server_context: ServerContext, blobs: list[bytes], weights: np.ndarray, bias: float
 ) -> tuple[bytes, int]:
-    """``sum_j w_j * ct_j + b`` on the client's ciphertexts: (the logits' ciphertext, rows)."""
+    """``sum_j w_j * ct_j + b``: one ciphertext holding the logits."""
     ts = _tenseal()
     context = server_context.context
     if len(blobs) != len(weights):
@@ -204,20 +299,7 @@ def evaluate(
         )
     vectors, rows = [], None
     for index, blob in enumerate(blobs):
-        try:
-            vector = ts.ckks_vector_from(context, blob)
-            pieces = len(vector.data.ciphertext())
-        except Exception as exc:
-            raise PayloadError(
-                400, f"ciphertext {index}: not a CKKS vector under this context ({exc})"
-            ) from exc
-        if pieces != 1:
-            raise PayloadError(
-                413, f"ciphertext {index} spans {pieces} ciphertexts: more rows than slots"
-            )
-        scale = vector.data.ciphertext()[0].scale
-        if scale != context.global_scale:
-            raise PayloadError(400, f"ciphertext {index}: scale {scale:g}, not the context's")
+        vector = _vector(context, blob, index)
         size = vector.size()
         if rows is None:
             rows = size
@@ -234,7 +316,7 @@ def evaluate(
     if total is None:
         total = ts.ckks_vector(context, [0.0] * rows)
     total = total + float(bias)
-    return bytes(total.serialize()), rows
+    return frame([bytes(total.serialize())]), rows
 
 
 class ContextStore:
@@ -308,21 +390,25 @@ def encrypted_parity(
     started = time.perf_counter()
     context = new_context(params)
     server = load_public_context(public_context(context), params)
-    logits = []
-    for first in range(0, len(features), params.slots):
-        batch = features[first : first + params.slots]
-        answer, rows = evaluate(
-            server, unframe(encrypt_features(context, batch, params)), weights, bias
-        )
-        logits.append(decrypt_logits(context, answer, rows))
-    logit = np.concatenate(logits)
-    probabilities = 1.0 / (1.0 + np.exp(-logit))
+    count = features.shape[1]
+    by_layout = {}
+    for layout in LAYOUTS:  # the server answers in both: each must pass
+        parts = []
+        for first in range(0, len(features), params.slots):
+            batch = features[first : first + params.slots]
+            body = encrypt_features(context, batch, params, layout)
+            answer, rows = evaluate(server, unframe(body), weights, bias, layout)
+            parts.append(decrypt_logits(context, answer, rows, count, layout))
+        by_layout[layout] = np.concatenate(parts)
     plain = np.asarray(plain_probabilities, dtype=np.float64)
     plain_logit = np.asarray(features, dtype=np.float64) @ weights + bias
+    labels = np.asarray(plain_labels)
     return EncryptedParity(
         rows=len(features),
-        max_abs_diff=float(np.max(np.abs(probabilities - plain))),
-        max_logit_diff=float(np.max(np.abs(logit - plain_logit))),
-        label_agreement=float(np.mean((logit > 0).astype(int) == np.asarray(plain_labels))),
+        max_abs_diff=max(float(np.max(np.abs(sigmoid(z) - plain))) for z in by_layout.values()),
+        max_logit_diff=max(float(np.max(np.abs(z - plain_logit))) for z in by_layout.values()),
+        label_agreement=min(
+            float(np.mean((z > 0).astype(int) == labels)) for z in by_layout.values()
+        ),
         seconds=time.perf_counter() - started,
     )

@@ -47,9 +47,10 @@ class EncryptionReport(BaseModel):
         return (
             f"{self.reason()}. CKKS (Microsoft SEAL via TenSEAL): polynomial degree "
             f"{p['poly_modulus_degree']}, coefficient moduli {p['coeff_mod_bit_sizes']} bits, "
-            f"scale 2^{p['scale_bits']}, {p['security_bits']}-bit security, {p['layout']} "
-            f"layout ({p['slots']:,} rows per request, depth {p['depth']}). Max logit error "
-            f"{self.max_logit_diff:.2e}; {self.seconds:.1f} s for encrypt, evaluate and decrypt."
+            f"scale 2^{p['scale_bits']}, {p['security_bits']}-bit security, depth {p['depth']}, "
+            f"up to {p['slots']:,} rows per request; checked in both layouts "
+            f"({', '.join(p['layouts'])}). Max logit error {self.max_logit_diff:.2e}; "
+            f"{self.seconds:.1f} s to encrypt, evaluate and decrypt."
         )
 
 

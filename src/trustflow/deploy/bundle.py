@@ -44,6 +44,8 @@ SERVER_PACKAGES = (
     "orjson",
     "prometheus-client",
 )
+# ... and what `--encrypted` adds: onnx splits the graph, TenSEAL evaluates the head.
+ENCRYPTED_PACKAGES = ("onnx", "tenseal")
 RELEASE_FILE = "model/release.json"  # what the image serves; also marks a bundle directory
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -60,6 +62,7 @@ class Release:
     data_md5: str = "unknown"
     git_revision: str = "unknown"
     example: dict[str, list[Any]] = field(default_factory=dict, repr=False)  # columns
+    encrypted: bool = False  # it passed the encryption parity gate: the image serves --encrypted
 
     @property
     def sha256(self) -> str:
@@ -160,6 +163,7 @@ def build_args(release: Release) -> dict[str, str]:
         "DATA_MD5": release.data_md5,
         "GIT_REVISION": release.git_revision,
         "ONNX_SHA256": release.sha256,
+        "ENCRYPTED": "1" if release.encrypted else "0",
     }
 
 
@@ -191,7 +195,8 @@ def build_bundle(
 ) -> Bundle:
     """Write the build context for ``release`` to ``out`` (atomically)."""
     infra = infra_dir()
-    requirements = pinned_requirements()
+    packages = SERVER_PACKAGES + (ENCRYPTED_PACKAGES if release.encrypted else ())
+    requirements = pinned_requirements(packages)
     with staged_directory(out, RELEASE_FILE) as context:
         (context / "model").mkdir()
         (context / "model" / "model.onnx").write_bytes(release.graph)

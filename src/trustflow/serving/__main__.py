@@ -2,8 +2,9 @@
 dependencies. It is the container image's entry point (infra/docker/Dockerfile); ``trustflow
 serve`` is the same server with the model registry and several worker processes.
 
-Settings come from the command line or the environment (``PORT``, ``TRUSTFLOW_MODEL``), so a
-Kubernetes Deployment or ``docker run -e PORT=...`` can set them without a new image.
+Settings come from the command line or the environment (``PORT``, ``TRUSTFLOW_MODEL``,
+``TRUSTFLOW_ENCRYPTED``), so a Kubernetes Deployment or ``docker run -e PORT=...`` can set them
+without a new image.
 """
 
 from __future__ import annotations

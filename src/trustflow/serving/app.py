@@ -388,7 +388,7 @@ class InferenceServer:
         """What a client needs: the front graph, the feature count, the parameters."""
         import base64
 
-        from trustflow.crypto.ckks import DEFAULT_PARAMS
+        from trustflow.crypto.ckks import DEFAULT_PARAMS, block_width
 
         try:
             scorer = self._linear_scorer()
@@ -403,6 +403,8 @@ class InferenceServer:
             "front": base64.b64encode(linear.front).decode(),
             "front_output": linear.front_output,
             "parameters": DEFAULT_PARAMS.describe(),
+            # The packed layout: a row's features padded to ``block_width`` slots.
+            "block_width": block_width(linear.features),
         }
 
     async def encrypted(self, scope: Scope, receive: Receive, endpoint: str) -> Response:
@@ -438,8 +440,9 @@ class InferenceServer:
                 context = self.contexts.get(context_id)
                 linear = scorer.linear
                 blobs = ckks.unframe(body)
+                layout = headers.get(b"x-trustflow-layout", ckks.PACKED.encode()).decode("latin-1")
                 logits, rows = await anyio.to_thread.run_sync(
-                    ckks.evaluate, context, blobs, linear.weights, linear.bias
+                    ckks.evaluate, context, blobs, linear.weights, linear.bias, layout
                 )
                 self.metrics.rows.labels(endpoint).inc(rows)
                 answer = Response(
@@ -589,8 +592,9 @@ def create_app(
 
     @app.post("/v1/encrypted/predict", openapi_extra=OCTETS_BODY)
     async def encrypted_predict(request: Request) -> Response:
-        """With --encrypted: one framed ciphertext per feature (headers X-Trustflow-Context
-        and X-Trustflow-Model-Version); the ciphertext of one logit per row."""
+        """With --encrypted: framed ciphertexts in the layout of header X-Trustflow-Layout
+        (packed, the default, or feature-major; headers X-Trustflow-Context and
+        X-Trustflow-Model-Version too); the framed answer, whose decryption gives the logits."""
         return await server.encrypted(request.scope, request.receive, "encrypted-predict")
 
     @app.get("/healthz")
