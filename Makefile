@@ -52,7 +52,7 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-benchmark: $(STAMP) ## measure overhead, fairness, privacy-utility, networks, ONNX latency, serving
+benchmark: $(STAMP) ## measure overhead, fairness, privacy-utility, networks, ONNX latency, serving, encryption
 	$(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/prefect_overhead.py
 	$(BIN)/python benchmarks/fairness.py
@@ -60,6 +60,7 @@ benchmark: $(STAMP) ## measure overhead, fairness, privacy-utility, networks, ON
 	$(BIN)/python benchmarks/neural.py
 	$(BIN)/python benchmarks/onnx_latency.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/encrypted.py
 
 benchmark-container: $(STAMP) ## the champion's image vs the same server run directly (needs Docker)
 	$(BIN)/python benchmarks/container_serving.py $(ARGS)

@@ -105,6 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-encrypted-bytes", type=int, help="body limit of encrypted requests (default 64 MiB)"
     )
+    serve.add_argument(
+        "--max-contexts", type=int, help="client contexts kept for --encrypted (default 32)"
+    )
+    serve.add_argument("--max-context-bytes", type=int, help="their total size (default 256 MiB)")
     serve.add_argument("--workspace", help="workspace whose registry resolves models:/ URIs")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument("--debug", action="store_true", help="tracebacks on errors")

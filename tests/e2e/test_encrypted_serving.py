@@ -112,6 +112,8 @@ def test_bad_input_gets_a_4xx_and_the_server_stays_up(linear: Trained, server: S
     one = ckks.encrypt_features(context, np.zeros((1, features)), ckks.DEFAULT_PARAMS)  # packed
     blob = ckks.unframe(one)[0]
     ragged = tenseal.ckks_vector(context, [0.0] * 5).serialize()
+    scaled = ckks.new_context()
+    scaled.global_scale = 2.0**30  # a parameter the model cannot use
     too_many = tenseal.ckks_vector(context, [0.0] * 4097).serialize()
     headers = {"X-Trustflow-Context": context_id, "X-Trustflow-Model-Version": version}
 
@@ -140,6 +142,7 @@ def test_bad_input_gets_a_4xx_and_the_server_stays_up(linear: Trained, server: S
         (lambda: predict(one, **{"X-Trustflow-Layout": "diagonal"}), 400, "unknown layout"),
         (lambda: context_post(context.serialize(save_secret_key=True)), 400, "secret key"),
         (lambda: context_post(b"\x00" * 1000), 400, "not a serialized TenSEAL context"),
+        (lambda: context_post(ckks.public_context(scaled)), 400, "this server needs 2^40"),
     ]
     answers = [cases[i % len(cases)][0]() for i in range(200)]
     for i, (message, status) in enumerate(answers):
@@ -167,6 +170,20 @@ def test_only_versions_that_passed_the_gate_are_served_encrypted(linear: Trained
     assert refused.returncode == 1
     assert "cannot be served --encrypted: it has no encryption parity result" in refused.stderr
     assert f"These qualify: models:/{LINEAR}@champion, models:/{LINEAR}/1" in refused.stderr
+
+    client = linear.client()  # a version whose encryption parity failed is refused too
+    client.set_model_version_tag(LINEAR, "1", "trustflow.encryption.passed", "false")
+    try:
+        failed = subprocess.run(
+            [str(BIN / "trustflow"), "serve", "--model", f"models:/{LINEAR}/1", "--encrypted",
+             "--port", str(free_port()), "--workspace", str(linear.workspace)],
+            env=clean_env(), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        client.set_model_version_tag(LINEAR, "1", "trustflow.encryption.passed", "true")
+    assert failed.returncode == 1
+    assert f"{LINEAR} v1 cannot be served --encrypted" in failed.stderr
+    assert "No registered version qualifies" in failed.stderr
 
     with serving(linear, "models:/adult-income@champion") as plain:
         off = plain.get("/v1/encrypted/model")

@@ -95,7 +95,15 @@ def load_scorer(release: ModelRelease, settings: ServeSettings) -> Scorer:
     ModelLoadError saying why it has none."""
     scorer = Scorer(release, settings.device, settings.threads)
     if settings.encrypted:
+        from importlib.util import find_spec
+
         from trustflow.crypto.linear import NotLinearHeaded, split_linear
+
+        if find_spec("tenseal") is None:
+            raise ModelLoadError(
+                "--encrypted needs TenSEAL, which is not installed: pip install 'tenseal==0.3.18' "
+                "(the project's `encrypted` extra; `make install` includes it)"
+            )
 
         try:
             scorer.linear = split_linear(release.graph, release.source)
