@@ -215,3 +215,17 @@ def test_an_encrypted_release_bundles_tenseal_and_serves_encrypted(logreg: bytes
     dockerfile = (tmp_path / "encrypted" / "Dockerfile").read_text()
     assert 'ARG ENCRYPTED="1"' in dockerfile and "TRUSTFLOW_ENCRYPTED=${ENCRYPTED}" in dockerfile
     assert (tmp_path / "encrypted" / "app" / "trustflow" / "crypto" / "ckks.py").is_file()
+
+
+def test_the_image_entry_point_serves_encrypted_when_its_environment_says_so(
+    splits, tmp_path, monkeypatch, capsys
+) -> None:
+    """An encrypted release's image sets TRUSTFLOW_ENCRYPTED=1; a tree model under it is
+    refused as the --encrypted option refuses it (so the variable did turn it on)."""
+    from trustflow.serving.__main__ import main
+
+    model = tmp_path / "hgb.onnx"
+    model.write_bytes(_graph(splits, "hist_gradient_boosting", max_iter=5))
+    monkeypatch.setenv("TRUSTFLOW_ENCRYPTED", "1")
+    assert main(["--model", str(model), "--port", "0"]) == 1
+    assert "--encrypted: " in capsys.readouterr().err

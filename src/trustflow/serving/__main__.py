@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--encrypted",
         action="store_true",
-        default=None,
-        help="also serve a linear model on CKKS ciphertexts (needs tenseal)",
+        # An image of a release that passed the encryption gate sets it (infra/docker).
+        default=os.environ.get("TRUSTFLOW_ENCRYPTED") == "1" or None,
+        help="also serve a linear model on CKKS ciphertexts (needs tenseal; "
+        "TRUSTFLOW_ENCRYPTED=1 sets it)",
     )
     parser.add_argument("--max-encrypted-bytes", type=int,
                         help="body limit of encrypted requests (default 64 MiB)")  # fmt: skip
