@@ -304,14 +304,14 @@ class InferenceServer:
         )
 
     async def _body(
-        self, headers: dict[bytes, bytes], receive: Receive, limit: int | None = None
+        self, headers: dict[bytes, bytes], receive: Receive, encrypted: bool = False
     ) -> bytes:
-        limit = limit or self.settings.max_body_bytes
-        option = (
-            "--max-body-bytes"
-            if limit == self.settings.max_body_bytes
-            else ("--max-encrypted-bytes")
-        )
+        """The request body, refused (413) past the endpoint's limit, which the message names
+        with the option that raises it."""
+        if encrypted:
+            limit, option = self.settings.max_encrypted_bytes, "--max-encrypted-bytes"
+        else:
+            limit, option = self.settings.max_body_bytes, "--max-body-bytes"
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             raise PayloadError(
@@ -426,7 +426,7 @@ class InferenceServer:
         try:
             scorer = self._linear_scorer()
             headers = dict(scope["headers"])
-            body = await self._body(headers, receive, self.settings.max_encrypted_bytes)
+            body = await self._body(headers, receive, encrypted=True)
             if endpoint == "encrypted-context":
                 key = self.contexts.key(body)
                 if key not in self.contexts:
