@@ -44,6 +44,18 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 90) -> N
     raise TimeoutError(f"{url} did not come up in {timeout}s")
 
 
+def prefect_api(method: str, url: str, **kwargs) -> httpx.Response:
+    """One request to a Prefect server, retried with backoff on 429/502/503 as Prefect's own
+    client does: its server answers 503 while its database is busy (SQLite locked by a run's
+    writes, or a worker's last heartbeat)."""
+    for delay in (0.5, 1, 2, 4, 8, 16, None):
+        response = httpx.request(method, url, timeout=30, **kwargs)
+        if response.status_code not in (429, 502, 503) or delay is None:
+            return response
+        time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 @contextmanager
 def pointed_at(uri: str) -> Iterator[None]:
     """MLflow's global store, for this block only (set_tracking_uri also exports the URI, which

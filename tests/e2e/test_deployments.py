@@ -13,12 +13,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import write_csv
-from tests.e2e.processes import BIN, clean_env, free_port
+from tests.e2e.processes import BIN, clean_env, free_port, prefect_api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -73,7 +72,7 @@ def deployed(request, tmp_path_factory) -> Iterator[dict[str, str]]:
 
 
 def _deployment(api: str, flow: str = "train-tabular") -> dict:
-    response = httpx.get(f"{api}/deployments/name/{flow}/{flow}", timeout=10)
+    response = prefect_api("GET", f"{api}/deployments/name/{flow}/{flow}")
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -88,15 +87,9 @@ def test_the_deployment_carries_its_schedule_limit_and_typed_form(deployed) -> N
 
 
 def _trigger(api: str, parameters: dict, flow: str = "train-tabular") -> str:
-    """POST create_flow_run; a 503 (SQLite busy while a run writes) is retried with backoff,
-    as Prefect's own client does for 429/502/503."""
     deployment = _deployment(api, flow)
-    for delay in (0.5, 1, 2, 4, 8, None):
-        created = httpx.post(f"{api}/deployments/{deployment['id']}/create_flow_run",
-                             json={"parameters": parameters}, timeout=30)  # fmt: skip
-        if created.status_code != 503 or delay is None:
-            break
-        time.sleep(delay)
+    created = prefect_api("POST", f"{api}/deployments/{deployment['id']}/create_flow_run",
+                          json={"parameters": parameters})  # fmt: skip
     assert created.status_code == 201, created.text
     return str(created.json()["id"])
 
@@ -104,7 +97,7 @@ def _trigger(api: str, parameters: dict, flow: str = "train-tabular") -> str:
 def _finished(api: str, run_id: str, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
+        run = prefect_api("GET", f"{api}/flow_runs/{run_id}").json()
         if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return run
         time.sleep(0.5)
@@ -122,7 +115,7 @@ def test_a_run_triggered_like_the_ui_completes_on_the_worker(deployed, adult_sam
     run_id = _trigger(api, parameters)
     started_after = None
     while started_after is None and time.monotonic() - triggered < 120:
-        state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]["type"]
+        state = prefect_api("GET", f"{api}/flow_runs/{run_id}").json()["state"]["type"]
         if state != "SCHEDULED" and state != "PENDING":
             started_after = time.monotonic() - triggered
         time.sleep(0.2)
@@ -167,20 +160,22 @@ def test_deploy_model_from_the_ui_writes_the_champions_manifests(deployed, tmp_p
     assert champion.tags["trustflow.deployed.kubernetes"] == str(out)
     manifests = (out / "manifests.yaml").read_text()
     assert f"image: adult-income:{champion.version}" in manifests
-    wrong = httpx.post(
+    wrong = prefect_api(
+        "POST",
         f"{api}/deployments/{_deployment(api, 'deploy-model')['id']}/create_flow_run",
-        json={"parameters": {"target": "helm"}}, timeout=30,
-    )  # fmt: skip
+        json={"parameters": {"target": "helm"}},
+    )
     assert wrong.status_code == 409 and "'helm' is not one of" in wrong.json()["detail"]
 
 
 def test_an_invalid_parameter_is_refused_with_the_schema_message(deployed) -> None:
     api = deployed["api"]
     deployment = _deployment(api)
-    refused = httpx.post(
+    refused = prefect_api(
+        "POST",
         f"{api}/deployments/{deployment['id']}/create_flow_run",
-        json={"parameters": {"config": {"split": {"test_size": 5}}}}, timeout=30,
-    )  # fmt: skip
+        json={"parameters": {"config": {"split": {"test_size": 5}}}},
+    )
     assert refused.status_code == 409
     assert "config.split.test_size" in refused.json()["detail"]
     assert "5 is greater than or equal to the maximum of 1" in refused.json()["detail"]

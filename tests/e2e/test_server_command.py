@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from flows.servers import process_alive
-from tests.e2e.processes import BIN, clean_env, free_port
+from tests.e2e.processes import BIN, clean_env, free_port, prefect_api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -47,9 +47,8 @@ def test_up_starts_healthy_servers_and_an_online_worker(started) -> None:
     assert set(services) == {"prefect", "mlflow", "worker"}
     assert all(s["running"] and s["healthy"] for s in services.values())
     api = services["prefect"]["url"] + "/api"
-    workers = httpx.post(
-        f"{api}/work_pools/trustflow-process/workers/filter", json={}, timeout=10
-    ).json()
+    workers = prefect_api("POST", f"{api}/work_pools/trustflow-process/workers/filter", json={})
+    workers = workers.json()
     assert any(w["status"] == "ONLINE" for w in workers), workers
     assert httpx.get(services["mlflow"]["url"] + "/health", timeout=10).status_code == 200
     # The MLflow server serves the workspace's own store.
@@ -124,7 +123,7 @@ def test_a_pool_without_its_worker_refuses_deployments_and_status_says_so(starte
         while process_alive(worker) and time.monotonic() < deadline:
             time.sleep(0.2)
     assert not process_alive(worker)
-    assert httpx.delete(f"{api}/work_pools/trustflow-process", timeout=10).status_code == 204
+    assert prefect_api("DELETE", f"{api}/work_pools/trustflow-process").status_code == 204
 
     status = _server(ws, "status")
     assert status.returncode == 1
@@ -136,4 +135,4 @@ def test_a_pool_without_its_worker_refuses_deployments_and_status_says_so(starte
     )  # fmt: skip
     assert deploy.returncode == 1
     assert "references work pool 'trustflow-process' which" in " ".join(deploy.stdout.split())
-    assert httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json() == []
+    assert prefect_api("POST", f"{api}/deployments/filter", json={}).json() == []
