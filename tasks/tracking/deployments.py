@@ -8,6 +8,7 @@ from typing import Any
 
 import mlflow
 
+from tasks.tracking.runs import origin_tags
 from tasks.tracking.store import configure, experiment_id_for
 from trustflow.deploy.bundle import Release
 from trustflow.workspace import Workspace
@@ -25,7 +26,9 @@ def record_deployment(
     experiment_id = experiment_id_for("deploy-model", ws)
     image = deployment.get("docker", {})
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"{release.image_name}-v{release.version}-{target}"
+        experiment_id=experiment_id,
+        run_name=f"{release.image_name}-v{release.version}-{target}",
+        tags=origin_tags(),
     ) as run:
         mlflow.log_params(
             {

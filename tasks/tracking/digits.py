@@ -13,9 +13,9 @@ from tasks.digits import NetworkExport, TrainedNetwork
 from tasks.tracking.log import log_seen_rows, log_training
 from tasks.tracking.models import MODEL_REQUIREMENTS, log_model_once
 from tasks.tracking.registry import VersionFacts, register_version
-from tasks.tracking.runs import reap_abandoned, run_owner
+from tasks.tracking.runs import origin_tags, reap_abandoned
 from tasks.tracking.store import configure, experiment_id_for
-from tasks.tracking.tags import ONNX_SHA_TAG, OWNER_TAG, SHA_TAG
+from tasks.tracking.tags import ONNX_SHA_TAG, SHA_TAG
 from trustflow.config import DigitsConfig
 from trustflow.data.digits import PIXELS
 from trustflow.io import load_artifact, read_frame
@@ -53,7 +53,7 @@ def track_digits(
     with mlflow.start_run(
         experiment_id=experiment,
         run_name=f"digits-cnn-{lineage.data.md5[:8]}",
-        tags={OWNER_TAG: run_owner()},
+        tags=origin_tags(),
     ) as run:
         reap_abandoned(experiment, run.info.run_id)
         log_seen_rows(run.info.run_id, splits.train, splits.valid)

@@ -3,6 +3,7 @@ sources."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import mlflow
@@ -10,7 +11,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.data import Lineage
 from tasks.export import ExportedCandidate
@@ -20,6 +21,9 @@ from tasks.tracking.runs import TrackedRun
 from tasks.tracking.store import configure
 from tasks.tracking.tags import (
     CANDIDATE_KIND_TAG,
+    CI_RUN_URL_TAG,
+    ENVIRONMENT_ARTIFACT,
+    ENVIRONMENT_SHA_TAG,
     FAIRNESS_PASSED_TAG,
     GIT_REVISION_TAG,
     PARITY_PASSED_TAG,
@@ -28,6 +32,7 @@ from tasks.train import EvaluatedCandidate
 from trustflow.config import (
     RegistryConfig,
 )
+from trustflow.environment import Environment, current_environment
 from trustflow.errors import IncompleteModel
 from trustflow.models.neural import WarmStart
 from trustflow.workspace import Workspace
@@ -75,8 +80,10 @@ class VersionFacts(BaseModel):
     fairness_passed: bool
     fairness: str
     metrics: dict[str, float]
+    environment: Environment = Field(default_factory=lambda: current_environment(os.environ))
 
     def tags(self) -> dict[str, str]:
+        ci = {CI_RUN_URL_TAG: self.environment.ci_run_url} if self.environment.ci_run_url else {}
         return {
             "trustflow.candidate": self.candidate,
             CANDIDATE_KIND_TAG: self.kind,
@@ -88,6 +95,9 @@ class VersionFacts(BaseModel):
             FAIRNESS_PASSED_TAG: str(self.fairness_passed).lower(),
             "trustflow.fairness": self.fairness[:5000],
             **{f"trustflow.metric.{k}": f"{v:.6f}" for k, v in self.metrics.items()},
+            ENVIRONMENT_SHA_TAG: self.environment.sha256,
+            "trustflow.environment.python": self.environment.python,
+            **ci,
         }
 
 
@@ -156,6 +166,8 @@ def register_version(
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
+    # The environment goes in before the version, which then names its hash.
+    client.log_text(facts.run_id, facts.environment.requirements, ENVIRONMENT_ARTIFACT)
     version = client.create_model_version(
         name, source=model_uri, run_id=run_id, model_id=model_id, tags={**content, **facts.tags()}
     )

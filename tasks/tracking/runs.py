@@ -3,6 +3,7 @@ process left open."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -12,6 +13,7 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict
 
 from tasks.tracking.store import (
@@ -22,10 +24,11 @@ from tasks.tracking.store import (
     is_server,
     sqlite_store_problem,
 )
-from tasks.tracking.tags import OWNER_TAG, REAPED_BY_TAG
+from tasks.tracking.tags import CI_RUN_URL_TAG, FLOW_RUN_TAG, OWNER_TAG, REAPED_BY_TAG
 from trustflow.config import (
     TrackingConfig,
 )
+from trustflow.environment import ci_run_url
 from trustflow.errors import StoreDamaged, TrackingUnavailable
 from trustflow.workspace import Workspace
 
@@ -57,9 +60,7 @@ def open_tracking(cfg: TrackingConfig, ws: Workspace) -> TrackingTarget:
 def start_pipeline_run(target: TrackingTarget, run_name: str, tags: dict[str, str]) -> TrackedRun:
     """Open the pipeline's run, then close what crashed runs left open in its experiment."""
     client = MlflowClient()
-    run = client.create_run(
-        target.experiment_id, run_name=run_name, tags={**tags, OWNER_TAG: run_owner()}
-    )
+    run = client.create_run(target.experiment_id, run_name=run_name, tags={**tags, **origin_tags()})
     return TrackedRun(
         run_id=run.info.run_id,
         experiment_id=target.experiment_id,
@@ -71,6 +72,18 @@ def start_pipeline_run(target: TrackingTarget, run_name: str, tags: dict[str, st
 
 def end_pipeline_run(run_id: str, ok: bool) -> None:
     MlflowClient().set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def origin_tags() -> dict[str, str]:
+    """Tags every run trustflow opens carries: the process that opened it, the Prefect flow run
+    it belongs to and, in CI, the CI run."""
+    tags = {OWNER_TAG: run_owner()}
+    if flow_run.id:
+        tags[FLOW_RUN_TAG] = flow_run.id
+    ci = ci_run_url(os.environ)
+    if ci:
+        tags[CI_RUN_URL_TAG] = ci
+    return tags
 
 
 def run_owner() -> str:

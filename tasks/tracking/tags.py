@@ -40,3 +40,14 @@ REAPED_BY_TAG = "trustflow.reaped_by"  # on what a crash left behind: the run th
 # On a registered version: it passed the encryption parity gate, so `trustflow serve
 # --encrypted` may serve it.
 ENCRYPTION_PASSED_TAG = "trustflow.encryption.passed"
+
+
+# On a registered version: the sha256 of the environment that trained it (its `pip freeze`,
+# logged as ENVIRONMENT_ARTIFACT on the pipeline's run) and, when CI trained it, the CI run.
+ENVIRONMENT_SHA_TAG = "trustflow.environment.sha256"
+ENVIRONMENT_ARTIFACT = "environment/requirements.txt"
+CI_RUN_URL_TAG = "trustflow.ci.run_url"
+
+
+# On a pipeline's run: the Prefect flow run that opened it (`trustflow trigger` finds it so).
+FLOW_RUN_TAG = "trustflow.prefect.flow_run_id"

@@ -6,7 +6,12 @@ changed cell.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import uuid
+from importlib import metadata
 from pathlib import Path
+from unittest import mock
 
 import mlflow
 import mlflow.onnx
@@ -44,9 +49,15 @@ def _run(source: Path, ws: Workspace):
     return state.result()
 
 
+# The first run runs as GitHub Actions would run it: its versions name the CI run.
+GITHUB = {"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "acme/trustflow",
+          "GITHUB_RUN_ID": "42", "GITHUB_RUN_ATTEMPT": "2"}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def first(source: Path, ws: Workspace):
-    return _run(source, ws)
+    with mock.patch.dict(os.environ, GITHUB):
+        return _run(source, ws)
 
 
 def test_first_run_registers_a_champion_with_lineage(first, ws: Workspace) -> None:
@@ -94,6 +105,25 @@ def test_first_run_registers_a_champion_with_lineage(first, ws: Workspace) -> No
     )
     # Artifacts stay inside the workspace.
     assert list((ws.root / "mlartifacts").rglob("MLmodel"))
+
+
+def test_the_version_records_the_environment_and_the_ci_run_that_trained_it(first, ws) -> None:
+    client = client_for(ws.root)
+    version = client.get_model_version("adult-income", first.model.version)
+    run = client.get_run(first.mlflow["run_id"])
+    requirements = Path(
+        client.download_artifacts(run.info.run_id, "environment/requirements.txt")
+    ).read_bytes()
+    assert version.tags["trustflow.environment.sha256"] == hashlib.sha256(requirements).hexdigest()
+    lines = requirements.decode().splitlines()
+    assert f"mlflow=={metadata.version('mlflow')}" in lines
+    assert f"scikit-learn=={metadata.version('scikit-learn')}" in lines
+    names = [line.split("==")[0].lower() for line in lines]
+    assert names == sorted(set(names))  # one line per distribution, by name
+    url = "https://github.com/acme/trustflow/actions/runs/42/attempts/2"
+    assert version.tags["trustflow.ci.run_url"] == run.data.tags["trustflow.ci.run_url"] == url
+    # The run names the Prefect flow run that opened it (`trustflow trigger` finds it so).
+    uuid.UUID(run.data.tags["trustflow.prefect.flow_run_id"])
 
 
 def test_rerun_with_unchanged_inputs_is_served_from_cache(first, source, ws) -> None:
