@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("--gpu", action="store_true", help="triton: KIND_GPU instances")
     deploy.add_argument("--workspace", help="workspace whose registry holds the model")
     deploy.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    deploy.add_argument("--summary", metavar="FILE", help="append what was released as Markdown "
+                        "(e.g. $GITHUB_STEP_SUMMARY)")  # fmt: skip
     deploy.add_argument("--quiet", action="store_true", help="no stage lines on stderr")
     deploy.add_argument("--debug", action="store_true", help="show Prefect's logs and tracebacks")
 
@@ -131,6 +133,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     predict.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    trigger = commands.add_parser(
+        "trigger", help="run a deployment on the Prefect server, wait, report its gates (for CI)"
+    )
+    trigger.add_argument("deployment", nargs="?", default="train-tabular",
+                         help="FLOW/DEPLOYMENT, or one name for both")  # fmt: skip
+    trigger.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one value of the flow's config (repeatable); the deployment's defaults "
+        "fill in the rest",
+    )
+    trigger.add_argument("--param", dest="params", action="append", default=[],
+                         metavar="NAME=VALUE", help="another flow parameter, e.g. "
+                         "--param workspace=/srv/ws (repeatable)")  # fmt: skip
+    trigger.add_argument("--timeout", type=float, default=3600,
+                         help="seconds to wait for the run to end (default 3600)")  # fmt: skip
+    trigger.add_argument("--summary", metavar="FILE", help="append the report as Markdown "
+                         "(e.g. $GITHUB_STEP_SUMMARY)")  # fmt: skip
+    trigger.add_argument("--workspace", help="workspace whose MLflow store to read when "
+                         "MLFLOW_TRACKING_URI is not set")  # fmt: skip
+    trigger.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    trigger.add_argument("--debug", action="store_true", help="tracebacks on errors")
     server = commands.add_parser(
         "server", help="start, stop or check local Prefect + MLflow servers and a worker"
     )
@@ -389,6 +416,11 @@ def deploy_command(args: argparse.Namespace) -> int:
     code, summary = _run_flow(args, err, title, lambda: run_deploy(parameters), workspace)
     if summary is None:
         return code
+    if args.summary:
+        from flows.deploy import release_markdown
+
+        with open(args.summary, "a", encoding="utf-8") as out:
+            out.write(release_markdown(summary))
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -484,6 +516,50 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def trigger_command(args: argparse.Namespace) -> int:
+    """Exit 0 only when the flow run completed: a failed gate fails the CI job."""
+    from trustflow.workspace import Workspace
+
+    err = Console(stderr=True, highlight=False)
+    workspace = Workspace.resolve(args.workspace)
+    _quiet_prefect(args.debug)
+    from flows.trigger import summary_markdown, trigger
+    from trustflow.config import apply_overrides, load_config, parse_override
+    from trustflow.errors import TrustflowError
+
+    flow = args.deployment.split("/")[0]
+    try:
+        parameters: dict[str, Any] = {}
+        for text in args.params:
+            path, value = parse_override(text)
+            parameters[".".join(path)] = value
+        if args.overrides:
+            known = {p.flow_name: p for p in PIPELINES.values()}
+            if flow in known:  # refused here, in one line, before any run is created
+                load_config(None, args.overrides, known[flow].config)
+            parameters["config"] = apply_overrides({}, args.overrides)
+        done = trigger(args.deployment, parameters, workspace, args.timeout)
+    except TrustflowError as exc:
+        return _fail(err, args, exc)
+    if args.summary:
+        with open(args.summary, "a", encoding="utf-8") as summary:
+            summary.write(summary_markdown(done))
+    if args.json:
+        print(json.dumps(done.model_dump(mode="json")))
+    else:
+        print(f"{done.deployment}  {done.state}  flow run {done.flow_run_name}  {done.url or ''}")
+        if done.message and not done.completed:
+            print(f"  {done.message}")
+        report = done.mlflow
+        if report is not None:
+            print(f"mlflow   run {report.run_id}: {report.reason or report.status}")
+            for v in report.versions:
+                gates = ", ".join(f"{g.name} {'passed' if g.passed else 'FAILED'}" for g in v.gates)
+                aliases = f" @{', @'.join(v.aliases)}" if v.aliases else ""
+                print(f"  {v.name} v{v.version}{aliases} ({v.candidate}): {gates}")
+    return 0 if done.completed else 1
+
+
 def server_command(args: argparse.Namespace) -> int:
     from flows import servers
     from trustflow.workspace import Workspace
@@ -536,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
             return pipelines_command(args)
         if args.command == "predict":
             return predict_command(args)
+        if args.command == "trigger":
+            return trigger_command(args)
         return run_command(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

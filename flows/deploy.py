@@ -50,6 +50,22 @@ class DeploySummary(BaseModel):
     mlflow_run_id: str
 
 
+def release_markdown(summary: dict[str, Any]) -> str:
+    """What a deploy released, for a CI job summary: the model, and per target its image (id and
+    each registry reference with its digest) or its files."""
+    model, deployment = summary["model"], summary["deployment"]
+    lines = [f"## {model['name']} v{model['version']} -> {summary['target']}", ""]
+    lines.append(f"Model `{model['source']}`; MLflow run `{summary['mlflow_run_id']}`")
+    if "docker" in deployment:
+        image = deployment["docker"]
+        lines += ["", f"Image `{image['image']}`, id `{image['image_id']}`"]
+        lines += [f"- pushed `{reference}`" for reference in image["pushed"]]
+    for key in ("bundle", "kubernetes", "triton"):
+        if key in deployment:
+            lines += ["", f"{key}: `{deployment[key]['path']}`"]
+    return "\n".join([*lines, ""])
+
+
 def _mb(size: int) -> str:
     return f"{size / 1e6:.0f} MB"
 

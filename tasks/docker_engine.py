@@ -200,20 +200,23 @@ def run_and_verify(
 
 
 def push(client: Any, image: Any, release: Release, registry: str, tags: list[str]) -> list[str]:
-    """Tag ``registry/NAME:TAG`` for each tag and push it."""
+    """Tag ``registry/NAME:TAG`` for each tag and push it; each pushed reference, with the
+    digest the registry gave it (``REPO:TAG@sha256:...``) for the release's audit trail."""
     from docker.errors import APIError
 
     pushed = []
     repository = f"{registry.rstrip('/')}/{release.image_name}"
     for tag in tags:
         image.tag(repository, tag)
+        digest = ""
         try:
             for line in client.images.push(repository, tag, stream=True, decode=True):
                 if "error" in line:
                     raise DeployError(f"push of {repository}:{tag} failed: {line['error']}")
+                digest = line.get("aux", {}).get("Digest", digest)
         except APIError as exc:
             raise DeployError(f"push of {repository}:{tag} failed: {exc.explanation}") from None
-        pushed.append(f"{repository}:{tag}")
+        pushed.append(f"{repository}:{tag}" + (f"@{digest}" if digest else ""))
     return pushed
 
 
