@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu run repro test test-fast lint format benchmark benchmark-container serve server server-down mlflow-ui clean
+.PHONY: help install install-gpu run repro pull test test-fast lint format benchmark benchmark-container serve server server-down mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ run: $(STAMP) ## run train-tabular on the bundled data (workspace: this director
 
 repro: $(STAMP) ## reproduce the data stages with DVC (dvc.yaml)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+# --allow-missing: a stage whose outputs were never pushed (no dvc.lock yet) is not an error.
+pull: $(STAMP) ## fetch the DVC-tracked data versions from the remote in .dvc/config
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc pull --allow-missing
 
 test: $(STAMP) ## run the whole test suite, as CI does
 	$(BIN)/pytest $(PYTEST_ARGS)

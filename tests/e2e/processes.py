@@ -3,6 +3,7 @@ pointing MLflow's client at one store for a block."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import httpx
 import mlflow
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -71,3 +73,29 @@ def pointed_at(uri: str) -> Iterator[None]:
         if before is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
             os.environ.pop("MLFLOW_REGISTRY_URI", None)
+
+
+@contextmanager
+def deployed_stack(ws: Path, database_url: str | None = None) -> Iterator[dict[str, str]]:
+    """As a team sets up: `trustflow server up` in ``ws`` (Prefect and MLflow servers and a worker
+    on 127.0.0.1, on SQLite or ``database_url``), then `prefect deploy --all` from prefect.yaml.
+    Yields the Prefect API and MLflow URLs and the workspace; stops everything after."""
+    options = ["--prefect-port", str(free_port()), "--mlflow-port", str(free_port())]
+    if database_url:
+        options += ["--database-url", database_url]
+    command = [str(BIN / "trustflow"), "server"]
+    up = subprocess.run([*command, "up", "--json", "--workspace", str(ws), *options],
+                        capture_output=True, text=True, timeout=240, env=clean_env())  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stderr
+        urls = {s["name"]: s["url"] for s in json.loads(up.stdout)["services"]}
+        api = f"{urls['prefect']}/api"
+        deploy = subprocess.run(
+            [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
+            cwd=REPO, capture_output=True, text=True, timeout=240,
+            env=clean_env(PREFECT_API_URL=api),
+        )  # fmt: skip
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        yield {"api": api, "mlflow": urls["mlflow"], "workspace": str(ws)}
+    finally:
+        subprocess.run([*command, "down", "--workspace", str(ws)], timeout=120, env=clean_env())

@@ -6,22 +6,18 @@ PostgreSQL (127.0.0.1:5432, databases made for the test and dropped after)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import write_csv
-from tests.e2e.processes import BIN, clean_env, free_port, prefect_api
+from tests.e2e.processes import deployed_stack, prefect_api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 FAST = [
     {"name": "logreg", "kind": "logistic_regression", "params": {"C": 1.0}},
     {"name": "hgb", "kind": "hist_gradient_boosting", "params": {"max_iter": 30}},
@@ -47,28 +43,16 @@ def _drop_databases(name: str) -> None:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def deployed(request, tmp_path_factory) -> Iterator[dict[str, str]]:
     ws = tmp_path_factory.mktemp("deploy-ws")
-    ports = ["--prefect-port", str(free_port()), "--mlflow-port", str(free_port())]
+    if request.param == "sqlite":
+        with deployed_stack(ws) as urls:
+            yield urls
+        return
     database = f"trustflow_test_{uuid.uuid4().hex[:8]}"
-    if request.param == "postgresql":
-        ports += ["--database-url", f"{POSTGRES}/{database}"]
-    command = [str(BIN / "trustflow"), "server"]
-    up = subprocess.run([*command, "up", "--json", "--workspace", str(ws), *ports],
-                        capture_output=True, text=True, timeout=240, env=clean_env())  # fmt: skip
     try:
-        assert up.returncode == 0, up.stderr
-        urls = {s["name"]: s["url"] for s in json.loads(up.stdout)["services"]}
-        api = f"{urls['prefect']}/api"
-        deploy = subprocess.run(
-            [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
-            cwd=REPO, capture_output=True, text=True, timeout=240,
-            env=clean_env(PREFECT_API_URL=api),
-        )  # fmt: skip
-        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
-        yield {"api": api, "mlflow": urls["mlflow"], "workspace": str(ws)}
+        with deployed_stack(ws, f"{POSTGRES}/{database}") as urls:
+            yield urls
     finally:
-        subprocess.run([*command, "down", "--workspace", str(ws)], timeout=120, env=clean_env())
-        if request.param == "postgresql":
-            _drop_databases(database)
+        _drop_databases(database)
 
 
 def _deployment(api: str, flow: str = "train-tabular") -> dict:
