@@ -1,12 +1,15 @@
-"""The GitHub Actions workflows are valid and thin: actionlint passes on each, every shell step
-calls a make target, the CLI or a .ci script (so it can be run locally, step by step), takes
-`${{ }}` expressions only through `env:` (no script injection), and names only make targets and
-CLI options that exist. tests/e2e/test_workflow_steps.py runs the retrain job's steps."""
+"""The GitHub Actions workflows are valid and thin, and the pre-commit hooks work. actionlint
+passes on each workflow; every shell step calls a make target, the CLI or a .ci script (so it can
+be run locally, step by step), takes `${{ }}` expressions only through `env:` (no script
+injection), and names only make targets and CLI options that exist.
+tests/e2e/test_workflow_steps.py runs the retrain job's steps."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +86,27 @@ def test_ci_yml_runs_what_ci_run_runs() -> None:
     ]
     full = [step["run"] for job, step in run_steps(load(WORKFLOWS / "ci.yml")) if job == "full"]
     assert [s for s in full if s != "make install"] == ci_run
+
+
+def test_the_pre_commit_hook_refuses_a_broken_workflow(tmp_path: Path) -> None:
+    """.pre-commit-config.yaml's actionlint hook, run by pre-commit in a repository of its own."""
+    shutil.copy(REPO / ".pre-commit-config.yaml", tmp_path)
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parents[1])
+    workflow = tmp_path / ".github" / "workflows" / "build.yml"
+    workflow.parent.mkdir(parents=True)
+    job = "    runs-on: ubuntu-24.04\n    steps:\n      - run: make test\n"
+    env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "cache")}
+
+    def hook(text: str) -> subprocess.CompletedProcess[str]:
+        workflow.write_text(text)
+        subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "pre-commit"), "run", "actionlint", "--all-files"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    broken = hook("on: push\njobs:\n  build:\n    needs: lint\n" + job)  # no job lint
+    assert broken.returncode == 1 and "build.yml" in broken.stdout, broken.stdout
+    fixed = hook("on: push\njobs:\n  build:\n" + job)
+    assert fixed.returncode == 0, fixed.stdout
