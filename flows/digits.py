@@ -8,6 +8,7 @@ The same data references, tracking, parity gate and registry as train-tabular; n
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from tasks.digits import train_digits as train_task
 from tasks.tracking import champion, registry, runs
 from tasks.tracking.digits import DigitsRegistration, track_digits
 from tasks.workspace import adopt_workspace
+from trustflow.announce import github_token
 from trustflow.config import DigitsConfig, RegistryConfig
 from trustflow.data.digits import ORIGIN, TARGET
 from trustflow.errors import GateFailed
@@ -75,6 +77,8 @@ def train_digits(
     ws = Workspace.resolve(workspace)
     stages = StageLog()
     resolve_accelerator(config.trainer.accelerator)  # cuda without a GPU stops here
+    if config.registry.announce_to:
+        github_token(config.registry.announce_to, os.environ)
     stages.run("workspace", adopt_workspace, same)(ws=ws)
     stages.run("tracking", runs.check_tracking_server, same)(ws=ws)
     # ingest -> version (DVC) -> split
@@ -133,6 +137,10 @@ def train_digits(
         target=TARGET,
         score=digits_score(config.registry.metric),
     )
+    if config.registry.announce_to and champion.changed(promotion):
+        stages.run("announce", champion.announce, lambda a: a.detail)(
+            promotion=promotion, repository=config.registry.announce_to, run_id=registration.run_id
+        )
     network = load_artifact(trained.model).steps[-1][1]
     return DigitsSummary(
         state="COMPLETED",

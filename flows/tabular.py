@@ -5,6 +5,7 @@ audit -> pick the best candidate that passes the gates -> explain -> track & reg
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -53,6 +54,7 @@ from tasks.tracking.encryption import record_encryption
 from tasks.tracking.runs import TrackedRun, TrackingTarget
 from tasks.train import EvaluatedCandidate, TrainedCandidate, evaluate, mitigate, preprocess, train
 from tasks.workspace import adopt_workspace
+from trustflow.announce import github_token
 from trustflow.config import Metric, TabularConfig, lower_is_better
 from trustflow.crypto.gate import EncryptionReport
 from trustflow.errors import ConfigError, GateFailed
@@ -215,6 +217,8 @@ def preflight(config: TabularConfig, ws: Workspace, stages: StageLog) -> str | N
         raise ConfigError(f"privacy.utility_report: {utility_report} is not a file")
     if any(c.model_kind.network for c in config.train.candidates):
         resolve_accelerator(config.trainer.accelerator)  # cuda without a GPU stops here
+    if config.registry.announce_to:
+        github_token(config.registry.announce_to, os.environ)
     stages.run("workspace", adopt_workspace, same)(ws=ws)
     stages.run("tracking", runs.check_tracking_server, same)(ws=ws)
     if config.privacy.mode == "off":
@@ -454,6 +458,10 @@ def register_and_promote(
             score=champion.tabular_score(schema, metric),
         )
         champion.record_outcome(run.run_id, promotion)
+        if config.registry.announce_to and champion.changed(promotion):
+            stages.run("announce", champion.announce, lambda a: a.detail)(
+                promotion=promotion, repository=config.registry.announce_to, run_id=run.run_id
+            )
     except BaseException as exc:
         # A tracking server that went away mid-run gets one plain line, not MLflow's retry
         # trace; the alias moves last, so it has not moved.

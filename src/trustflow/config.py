@@ -243,6 +243,10 @@ class RegistryConfig(Frozen):
     metric: Metric = "roc_auc"
     # A challenger must beat the champion by more than this to take the alias.
     min_improvement: float = Field(default=0.0, ge=0)
+    # OWNER/REPO: when the alias moves to a new version, send that GitHub repository a
+    # champion-changed repository_dispatch (its release workflow deploys the model). The token
+    # comes from GITHUB_TOKEN; a run without one stops before any work.
+    announce_to: str | None = Field(default=None, pattern=r"^[\w.-]+/[\w.-]+$")
 
 
 class OnnxConfig(Frozen):

@@ -52,3 +52,7 @@ class IncompleteModel(TrustflowError):
 
 class PromotionConflict(TrustflowError):
     """Other runs kept moving the serving alias while this run decided; it was left alone."""
+
+
+class AnnounceError(TrustflowError):
+    """A champion change could not be announced (the alias has moved all the same)."""

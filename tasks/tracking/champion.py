@@ -3,6 +3,7 @@ the pure rule (trustflow.promotion) applied, and the alias moved by compare-and-
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,12 +19,14 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.tracking.log import SEEN_ROWS_ARTIFACT
 from tasks.tracking.registry import current_alias
+from tasks.tracking.tags import ANNOUNCED_TAG
+from trustflow.announce import EVENT, announce_champion
 from trustflow.config import (
     DatasetSchema,
     RegistryConfig,
 )
 from trustflow.data.fingerprint import rows_digest, unseen
-from trustflow.errors import PromotionConflict
+from trustflow.errors import AnnounceError, PromotionConflict
 from trustflow.evaluate import evaluate_model
 from trustflow.io import load_artifact, read_frame
 from trustflow.models.preprocess import features_and_target
@@ -219,3 +222,30 @@ def record_outcome(run_id: str, promotion: Promotion) -> None:
         f"Registered {promotion.name} v{promotion.version}: {promotion.reason}",
     )
     client.log_dict(run_id, promotion.model_dump(mode="json"), "promotion.json")
+
+
+class Announcement(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sent: bool
+    detail: str
+
+
+def changed(promotion: Promotion) -> bool:
+    """The alias moved to another version in this run (not kept, not re-pointed at itself)."""
+    return promotion.promoted and promotion.previous_champion != promotion.version
+
+
+@task(name="announce", cache_policy=NO_CACHE, persist_result=False)
+def announce(promotion: Promotion, repository: str, run_id: str) -> Announcement:
+    """The champion-changed dispatch to ``repository``, recorded on the run. A failure does not
+    fail the run (the alias has moved, which is what counts); it says how to release by hand."""
+    model = f"models:/{promotion.name}/{promotion.version}"
+    try:
+        announce_champion(repository, model, os.environ)
+        done = Announcement(sent=True, detail=f"{EVENT} ({model}) sent to {repository}")
+    except AnnounceError as exc:
+        hint = f"dispatch {repository}'s release workflow by hand with {model}"
+        done = Announcement(sent=False, detail=f"not sent: {exc}; {hint}")
+    MlflowClient().set_tag(run_id, ANNOUNCED_TAG, done.detail)
+    return done

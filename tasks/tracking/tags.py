@@ -51,3 +51,8 @@ CI_RUN_URL_TAG = "trustflow.ci.run_url"
 
 # On a pipeline's run: the Prefect flow run that opened it (`trustflow trigger` finds it so).
 FLOW_RUN_TAG = "trustflow.prefect.flow_run_id"
+
+
+# On a run whose champion changed and registry.announce_to is set: whether the champion-changed
+# dispatch was sent, or why not.
+ANNOUNCED_TAG = "trustflow.release.announced"
