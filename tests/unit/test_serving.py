@@ -234,6 +234,7 @@ def test_cpu_and_gpu_runtimes_are_pinned_to_one_version() -> None:
     assert onnxruntime.__version__ == pins["onnxruntime"]  # the CPU build or the GPU one
 
 
+@pytest.mark.gpu
 def test_cuda_provider_gives_the_cpu_predictions(fitted) -> None:
     available = onnxruntime.get_available_providers()
     if "CUDAExecutionProvider" not in available:
