@@ -13,11 +13,13 @@ import tasks  # noqa: F401  (no-telemetry environment before Prefect, MLflow or 
 from trustflow.config import TabularConfig, load_config
 from trustflow.data.sources import load_source
 
-# Small candidates so flow tests train in well under a second.
-FAST_CANDIDATES = (
-    "train.candidates=[{name: logreg, kind: logistic_regression, params: {C: 1.0}},"
-    " {name: hgb, kind: hist_gradient_boosting, params: {max_iter: 30}}]"
-)
+# Small candidates so flow tests train in well under a second: as flow parameters, and as an
+# override.
+FAST_CANDIDATE_LIST = [
+    {"name": "logreg", "kind": "logistic_regression", "params": {"C": 1.0}},
+    {"name": "hgb", "kind": "hist_gradient_boosting", "params": {"max_iter": 30}},
+]
+FAST_CANDIDATES = f"train.candidates={json.dumps(FAST_CANDIDATE_LIST, separators=(',', ':'))}"
 
 
 @pytest.fixture(scope="session")

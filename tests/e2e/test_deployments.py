@@ -13,16 +13,11 @@ from collections.abc import Iterator
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import FAST_CANDIDATE_LIST as FAST
 from tests.conftest import write_csv
 from tests.e2e.processes import deployed_stack, prefect_api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-FAST = [
-    {"name": "logreg", "kind": "logistic_regression", "params": {"C": 1.0}},
-    {"name": "hgb", "kind": "hist_gradient_boosting", "params": {"max_iter": 30}},
-]
-
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
@@ -42,14 +37,12 @@ def _drop_databases(name: str) -> None:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def deployed(request, tmp_path_factory) -> Iterator[dict[str, str]]:
-    ws = tmp_path_factory.mktemp("deploy-ws")
     if request.param == "sqlite":
-        with deployed_stack(ws) as urls:
-            yield urls
+        yield request.getfixturevalue("sqlite_stack")
         return
     database = f"trustflow_test_{uuid.uuid4().hex[:8]}"
     try:
-        with deployed_stack(ws, f"{POSTGRES}/{database}") as urls:
+        with deployed_stack(tmp_path_factory.mktemp("deploy-ws"), f"{POSTGRES}/{database}") as urls:
             yield urls
     finally:
         _drop_databases(database)

@@ -6,32 +6,22 @@ model card in the job summary."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import write_csv
-from tests.e2e.processes import BIN, REPO, clean_env, deployed_stack, prefect_api
+from tests.conftest import FAST_CANDIDATES, write_csv
+from tests.e2e.processes import BIN, REPO, clean_env, prefect_api
 from tests.github_actions import WORKFLOWS, StepResult, run_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-FAST = [
-    {"name": "logreg", "kind": "logistic_regression", "params": {"C": 1.0}},
-    {"name": "hgb", "kind": "hist_gradient_boosting", "params": {"max_iter": 30}},
-]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[dict[str, str]]:
-    with deployed_stack(tmp_path_factory.mktemp("retrain-ws")) as urls:
-        yield urls
+# A model of its own: the stack is shared with tests/e2e/test_deployments.py.
+MODEL = "adult-income-workflow"
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +43,13 @@ def checkout(tmp_path_factory) -> Path:
 
 
 def _retrain(
-    stack, checkout: Path, tmp_path: Path, overrides: list[str]
+    sqlite_stack, checkout: Path, tmp_path: Path, overrides: list[str]
 ) -> tuple[list[StepResult], str]:
     summary = tmp_path / "step-summary.md"
     values = {
-        "secrets.PREFECT_API_URL": stack["api"],
+        "secrets.PREFECT_API_URL": sqlite_stack["api"],
         "secrets.PREFECT_API_KEY": "",
-        "secrets.MLFLOW_TRACKING_URI": stack["mlflow"],
+        "secrets.MLFLOW_TRACKING_URI": sqlite_stack["mlflow"],
         "secrets.MLFLOW_TRACKING_TOKEN": "",
         "inputs.overrides": " ".join(overrides),
         "inputs.timeout || '7200'": "600",
@@ -71,44 +61,43 @@ def _retrain(
 
 def _champion(client: MlflowClient) -> str | None:
     try:
-        return str(client.get_model_version_by_alias("adult-income", "champion").version)
+        return str(client.get_model_version_by_alias(MODEL, "champion").version)
     except MlflowException:
         return None
 
 
 def _data_overrides(adult_sample, tmp_path: Path) -> list[str]:
     source = write_csv(adult_sample, tmp_path / "adult.csv")
-    return [
-        f"data.source=csv:{source}",
-        f"train.candidates={json.dumps(FAST, separators=(',', ':'))}",
-    ]
+    return [f"data.source=csv:{source}", FAST_CANDIDATES, f"registry.model_name={MODEL}"]
 
 
 def test_the_job_passes_and_writes_the_gates_and_the_model_card(
-    stack, checkout, adult_sample, tmp_path
+    sqlite_stack, checkout, adult_sample, tmp_path
 ):
-    steps, summary = _retrain(stack, checkout, tmp_path, _data_overrides(adult_sample, tmp_path))
+    steps, summary = _retrain(
+        sqlite_stack, checkout, tmp_path, _data_overrides(adult_sample, tmp_path)
+    )
     failed = [s for s in steps if s.returncode != 0]
     assert not failed, "\n".join(f"{s.name}: {s.stdout}{s.stderr}" for s in failed)
     assert [s.name for s in steps][-1].startswith("Run train-tabular")
-    client = MlflowClient(tracking_uri=stack["mlflow"], registry_uri=stack["mlflow"])
+    client = MlflowClient(tracking_uri=sqlite_stack["mlflow"], registry_uri=sqlite_stack["mlflow"])
     champion = _champion(client)
     assert champion is not None
     assert "## train-tabular/train-tabular: COMPLETED" in summary
-    assert f"| adult-income v{champion} |" in summary
+    assert f"| {MODEL} v{champion} |" in summary
     assert "| fairness | yes |" in summary and "| onnx parity | yes |" in summary
     assert "<details><summary>model_card" in summary
-    assert f"# Model card: adult-income v{champion}" in summary
+    assert f"# Model card: {MODEL} v{champion}" in summary
 
 
 def test_a_run_that_fails_a_gate_fails_the_job_and_keeps_the_champion(
-    stack, checkout, adult_sample, tmp_path
+    sqlite_stack, checkout, adult_sample, tmp_path
 ) -> None:
-    client = MlflowClient(tracking_uri=stack["mlflow"], registry_uri=stack["mlflow"])
+    client = MlflowClient(tracking_uri=sqlite_stack["mlflow"], registry_uri=sqlite_stack["mlflow"])
     before = _champion(client)
     overrides = [*_data_overrides(adult_sample, tmp_path), "train.seed=11",
                  "fairness.max_equalized_odds_difference=0.0001"]  # fmt: skip
-    steps, summary = _retrain(stack, checkout, tmp_path, overrides)
+    steps, summary = _retrain(sqlite_stack, checkout, tmp_path, overrides)
     assert [s.returncode for s in steps[:-1]] == [0] * (len(steps) - 1)
     assert steps[-1].returncode == 1, steps[-1].stdout + steps[-1].stderr
     assert "train-tabular/train-tabular: FAILED" in summary
@@ -116,14 +105,15 @@ def test_a_run_that_fails_a_gate_fails_the_job_and_keeps_the_champion(
     assert _champion(client) == before
 
 
-def test_trigger_refuses_a_bad_override_in_one_line_before_any_run_is_created(stack) -> None:
+def test_trigger_refuses_a_bad_override_in_one_line_before_any_run_is_created(sqlite_stack) -> None:
     count = {"json": {"flows": {"name": {"any_": ["train-tabular"]}}}}
-    before = prefect_api("POST", f"{stack['api']}/flow_runs/count", **count).json()
+    before = prefect_api("POST", f"{sqlite_stack['api']}/flow_runs/count", **count).json()
+    env = clean_env(PREFECT_API_URL=sqlite_stack["api"])
     done = subprocess.run(
         [str(BIN / "trustflow"), "trigger", "--set", "split.test_size=1.5"],
-        capture_output=True, text=True, timeout=120, env=clean_env(PREFECT_API_URL=stack["api"]),
+        capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "split.test_size" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
-    assert prefect_api("POST", f"{stack['api']}/flow_runs/count", **count).json() == before
+    assert prefect_api("POST", f"{sqlite_stack['api']}/flow_runs/count", **count).json() == before
