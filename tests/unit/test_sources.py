@@ -1,3 +1,4 @@
+import socket
 from pathlib import Path
 
 import pandas as pd
@@ -62,7 +63,16 @@ def test_corrupt_parquet_is_named(tmp_path: Path) -> None:
         load_source(f"parquet:{bad}")
 
 
-def test_openml_failure_is_a_clear_error(tmp_path: Path) -> None:
-    # This machine reaches no OpenML server; the real fetch must fail with a named source.
+def test_openml_failure_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    # OpenML that does not answer, whatever network this machine has (tests never download):
+    # scikit-learn's own fetch, pointed at a port on 127.0.0.1 that nothing listens on.
+    from sklearn.datasets import _openml
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr(
+        _openml, "_SEARCH_NAME", closed + "/api/v1/json/data/list/data_name/{}/limit/2"
+    )
     with pytest.raises(DataSourceError, match="openml:adult could not be fetched"):
         load_source("openml:adult", cache_dir=tmp_path)
