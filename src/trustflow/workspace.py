@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from pydantic import BaseModel, ConfigDict
 
@@ -125,8 +126,7 @@ class Workspace(BaseModel):
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                handle.seek(0)
-                waiting(handle.read().strip() or "another process")
+                waiting(_holder(handle))
                 fcntl.flock(handle, fcntl.LOCK_EX)
             handle.seek(0)
             handle.truncate()
@@ -137,3 +137,16 @@ class Workspace(BaseModel):
             finally:
                 handle.truncate(0)
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _holder(handle: IO[str]) -> str:
+    """Who holds the lock: the line its holder writes once it has it. A run that took the lock
+    an instant ago may not have written it yet, so wait for it a little (seen with four runs
+    started at once: the waiters printed "another process")."""
+    deadline = time.monotonic() + 5
+    while True:
+        handle.seek(0)
+        line = handle.read().strip()
+        if line or time.monotonic() > deadline:
+            return line or "another process"
+        time.sleep(0.05)
