@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import errno
 import json
 import logging
 import os
+import shutil
 import sys
 import traceback
 from collections.abc import Callable
@@ -328,17 +330,72 @@ def _run_with_server(
                 quiet_stdout if args.json else contextlib.nullcontext(),
             ):
                 state = start()
-        except BaseException:
+        except BaseException as exc:
             # KeyboardInterrupt, or whatever Prefect raised while the interrupt unwound it
             if interrupts.signum is None:
-                raise
+                full = _storage_full(exc, tracker, workspace)
+                if full is None:
+                    raise
+                return _fail_for_good(err, args, full), None
         if interrupts.signum is not None:  # also when the flow turned it into a failed state
             interrupts.abandon()  # ends the process
     outcome = state.result(raise_on_failure=False)
     if not state.is_completed() or isinstance(outcome, BaseException):
         error = outcome if isinstance(outcome, BaseException) else RuntimeError(state.message)
-        return _fail(err, args, error), None
+        full = _storage_full(error, tracker, workspace)
+        return (_fail(err, args, error) if full is None else _fail_for_good(err, args, full)), None
     return 0, outcome.model_dump(mode="json")
+
+
+def _silence_stderr() -> None:
+    """Once the run's one line is out, what follows (Prefect's log handler failing to reach a
+    server that is gone or cannot write) is noise to the person: fd 2 goes to /dev/null."""
+    for stream in (sys.stdout, sys.__stdout__, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+
+
+def _fail_for_good(err: Console, args: argparse.Namespace, exc: BaseException) -> int:
+    """``_fail`` for a failure that also broke the run's Prefect server (a full disk): its log
+    sender would print "Error logging to API" after the one line; logging's own switch for
+    handler errors keeps it quiet."""
+    logging.raiseExceptions = False
+    return _fail(err, args, exc)
+
+
+LOW_SPACE = 1 << 20  # bytes free below which a failed run is put down to a full disk
+
+
+def _storage_full(error: BaseException, tracker: Any, workspace: Any) -> Exception | None:
+    """A full disk, wherever in the run it struck (an OSError ENOSPC naming its file, or SQLite's
+    "database or disk is full" from a store), as one line naming the path and the stage."""
+    from trustflow.errors import StorageFull
+
+    seen: BaseException | None = error
+    where = None
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            where = seen.filename or workspace.root
+            break
+        if "database or disk is full" in str(seen):
+            where = workspace.mlflow_db if "sqlalchemy" in type(seen).__module__ else workspace.root
+            break
+        seen = seen.__cause__ or seen.__context__
+    else:
+        # Prefect's own server, its database in the workspace, answers 500 when its disk is
+        # full; the error says nothing of the disk, so ask the disk.
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(workspace.root).free < LOW_SPACE:
+                where = workspace.root
+        if where is None:
+            return None
+    registered = tracker.registered
+    what = f"{registered} was registered" if registered else "nothing was registered"
+    return StorageFull(
+        f"no space left on the device holding {where} (during {tracker.stage}); {what}; "
+        "free some space and run again"
+    )
 
 
 def _abandon(
@@ -381,12 +438,8 @@ def _abandon(
     if getattr(args, "json", False):  # the real stdout: the flow may still be redirecting it
         print(json.dumps({"state": "CANCELLED", "error": message, "error_type": "Interrupted",
                           "stage": stage, "signal": name}), file=sys.__stdout__)  # fmt: skip
-    for stream in (sys.stdout, sys.__stdout__, sys.stderr):
-        if stream is not None:
-            stream.flush()
     # What follows may make background threads complain about servers that are gone.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
+    _silence_stderr()
     if server is not None:
         server.stop(wait=5)
     stop_children()

@@ -81,16 +81,28 @@ def _git_revision(path: Path) -> str | None:
 
 def open_dvc_repo(root: Path) -> Any:  # dvc.repo.Repo (imported lazily: DVC is slow to import)
     """Open the workspace's DVC repository, creating it on first use."""
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     logging.getLogger("dvc").setLevel(logging.WARNING)  # "Initialized DVC repository." etc.
-    if not (root / ".dvc").is_dir():
-        toplevel = _git_toplevel(root)
-        Repo.init(
-            str(root),
-            no_scm=toplevel is None,
-            subdir=toplevel is not None and toplevel != root,
-        )
+    torn = False
+    if (root / ".dvc").is_dir():
+        try:
+            return Repo(str(root))
+        except DvcException:  # SCMError too
+            # A repository DVC cannot open and that caches nothing is an init cut short (a
+            # full disk, a kill): made again. One with data in its cache is never touched.
+            cache = root / ".dvc" / "cache"
+            if cache.is_dir() and any(cache.iterdir()):
+                raise
+            torn = True
+    toplevel = _git_toplevel(root)
+    Repo.init(
+        str(root),
+        no_scm=toplevel is None,
+        subdir=toplevel is not None and toplevel != root,
+        force=torn,
+    )
     return Repo(str(root))
 
 

@@ -41,6 +41,10 @@ class WorkspaceError(TrustflowError):
     """The workspace cannot be written (read-only, missing permission)."""
 
 
+class StorageFull(TrustflowError):
+    """The disk holding the workspace (or a store) filled up during a run."""
+
+
 class DeployError(TrustflowError):
     """A model could not be deployed: bundle, image, container or manifests."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 
 import mlflow
 import psutil
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from tasks.tracking.store import (
     TRACKING_RETRY_DELAYS,
     configure,
+    create_sqlite_store,
     experiment_id_for,
     health_problem,
     is_server,
@@ -182,13 +184,16 @@ def check_tracking_server(ws: Workspace) -> str:
     uri = ws.tracking_uri()
     if not is_server(uri):
         problem = sqlite_store_problem(uri)
+        path = Path(uri.removeprefix("sqlite:///"))
         if problem is not None:
-            path = uri.removeprefix("sqlite:///")
             raise StoreDamaged(
                 f"MLflow store {path} is damaged ({problem}); nothing was run. Restore it from "
                 "a backup, or move it aside to start a new, empty store (the runs and "
                 "registered models in it would not carry over)"
             )
+        if uri.startswith("sqlite:///") and not path.exists():
+            create_sqlite_store(ws, path)
+            return f"new local store {uri}"
         return f"local store {uri}"
     for delay in (*TRACKING_RETRY_DELAYS, None):
         problem = health_problem(uri)

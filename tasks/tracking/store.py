@@ -17,10 +17,14 @@ from trustflow.errors import TrackingUnavailable
 from trustflow.workspace import Workspace
 
 
-def configure(ws: Workspace) -> str:
-    """Point MLflow at the workspace store (or $MLFLOW_TRACKING_URI) and quiet its loggers."""
+def _quiet_loggers() -> None:
     for name in ("alembic", "mlflow"):  # schema migrations and "Created version" chatter
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def configure(ws: Workspace) -> str:
+    """Point MLflow at the workspace store (or $MLFLOW_TRACKING_URI) and quiet its loggers."""
+    _quiet_loggers()
     uri = ws.tracking_uri()
     user_choice = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
@@ -96,6 +100,26 @@ def sqlite_store_problem(uri: str) -> str | None:
     except sqlite3.DatabaseError as exc:
         return str(exc)
     return None if found == ["ok"] else "; ".join(found[:3])
+
+
+def create_sqlite_store(ws: Workspace, path: Path) -> None:
+    """Make a new SQLite store whole or not at all. MLflow builds its schema in dozens of
+    migrations on first use; a full disk or a kill in the middle would leave a half-migrated
+    store that every later run fails on. So the schema is built in a file beside ``path`` and
+    renamed into place only when complete."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    _quiet_loggers()
+    staging = path.with_name(f".{path.name}.creating")  # the workspace lock: one writer
+    staging.unlink(missing_ok=True)
+    try:
+        store = SqlAlchemyStore(  # type: ignore[no-untyped-call]
+            f"sqlite:///{staging}", ws.mlflow_artifacts.as_uri()
+        )
+        store.engine.dispose()
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def is_server(uri: str) -> bool:

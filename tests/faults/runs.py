@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,3 +95,35 @@ def none_left_behind(ws: Path, session: int, timeout: float = 30) -> list[str]:
     while (found := left_behind(ws, session)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return found
+
+
+class Watched:
+    """A run whose stderr is read as it comes, so a signal can be sent at a stage."""
+
+    def __init__(self, ws: Path, *args: str) -> None:
+        self.ws = ws
+        self.process = start_run(ws, *args)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for_stage(self, stage: str, timeout: float = 600) -> None:
+        """Until the stage line of ``stage`` (printed when it ends) appears."""
+        deadline = time.monotonic() + timeout
+        while not any(line.split()[1:2] == [stage] for line in self.lines if line.strip()):
+            assert self.process.poll() is None, "\n".join(self.lines)
+            assert time.monotonic() < deadline, f"no {stage} line:\n" + "\n".join(self.lines)
+            time.sleep(0.02)
+
+    def finish(self, timeout: float = 120) -> tuple[int, float, str]:
+        """(exit code, seconds from now to exit, stdout)."""
+        started = time.monotonic()
+        out = self.process.stdout.read() if self.process.stdout else ""
+        code = self.process.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return code, time.monotonic() - started, out

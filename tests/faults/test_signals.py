@@ -10,14 +10,13 @@ import json
 import os
 import re
 import signal
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import FAST_CANDIDATES
-from tests.faults.runs import left_behind, query, start_run
+from tests.faults.runs import Watched, left_behind, query
 from tests.flows.helpers import versions
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
@@ -26,38 +25,6 @@ LINE = re.compile(
     r"^interrupted during (?P<stage>[a-z-]+); "
     r"(nothing was registered|adult-income v\d+.* was registered)$"
 )
-
-
-class Watched:
-    """A run whose stderr is read as it comes, so a signal can be sent at a stage."""
-
-    def __init__(self, ws: Path, *args: str) -> None:
-        self.ws = ws
-        self.process = start_run(ws, *args)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for_stage(self, stage: str, timeout: float = 600) -> None:
-        """Until the stage line of ``stage`` (printed when it ends) appears."""
-        deadline = time.monotonic() + timeout
-        while not any(line.split()[1:2] == [stage] for line in self.lines if line.strip()):
-            assert self.process.poll() is None, "\n".join(self.lines)
-            assert time.monotonic() < deadline, f"no {stage} line:\n" + "\n".join(self.lines)
-            time.sleep(0.02)
-
-    def finish(self, timeout: float = 120) -> tuple[int, float, str]:
-        """(exit code, seconds from now to exit, stdout)."""
-        started = time.monotonic()
-        out = self.process.stdout.read() if self.process.stdout else ""
-        code = self.process.wait(timeout=timeout)
-        self.reader.join(timeout=10)
-        return code, time.monotonic() - started, out
 
 
 def flow_runs(ws: Path) -> list[tuple[str, str]]:

@@ -3,8 +3,10 @@ workspace that cannot be written is one line before anything runs."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -13,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAST_CANDIDATES
-from tests.faults.runs import run
+from tests.faults.runs import Watched, query
+from tests.faults.runs import run as run_trustflow
+from tests.flows.helpers import champion, versions
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
@@ -38,7 +42,9 @@ def test_a_damaged_mlflow_store_is_named_and_left_as_it_is(
     tmp_path: Path, sample_csv: Path, trained, damage: str, problem: str
 ) -> None:
     ws, before = _store(tmp_path, trained, damage)
-    done = run(ws, "--json", "--set", f"data.source=csv:{sample_csv}", "--set", FAST_CANDIDATES)
+    done = run_trustflow(
+        ws, "--json", "--set", f"data.source=csv:{sample_csv}", "--set", FAST_CANDIDATES
+    )
     assert done.returncode == 1
     error = json.loads(done.stdout)["error"]
     assert error.startswith(f"MLflow store {ws / 'mlflow.db'} is damaged (")
@@ -68,10 +74,66 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
 def test_a_read_only_workspace_is_one_line_before_anything_runs(
     read_only_dir: Path, sample_csv: Path
 ) -> None:
-    done = run(read_only_dir, "--set", f"data.source=csv:{sample_csv}")
+    done = run_trustflow(read_only_dir, "--set", f"data.source=csv:{sample_csv}")
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert lines == [
         f"error: cannot write to the workspace {read_only_dir} (Read-only file system: "
         f"{read_only_dir / '.trustflow'}); nothing was run"
     ], done.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A workspace on its own 64 MiB file system (tmpfs), which a test can fill."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; this test runs as root in CI")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
+    try:
+        (mount / "ws").mkdir()
+        yield mount / "ws"
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def fill(path: Path) -> None:
+    """Write zeros to ``path`` until the file system has no byte left."""
+    with path.open("wb", buffering=0) as handle:
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    handle.write(bytes(size))
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_completes(
+    small_disk: Path, sample_csv: Path
+) -> None:
+    ws = small_disk
+    args = ("--json", "--set", f"data.source=csv:{sample_csv}", "--set", FAST_CANDIDATES)
+    run = Watched(ws, *args)
+    run.wait_for_stage("validate")  # the data is in; the disk fills before it is versioned
+    filler = ws.parent / "filler"
+    fill(filler)
+    code, _, out = run.finish()
+
+    assert code == 1, "\n".join(run.lines)
+    last = run.lines[-1]
+    assert re.fullmatch(
+        rf"error: no space left on the device holding {re.escape(str(ws))}\S* \(during "
+        r"[a-z-]+\); nothing was registered; free some space and run again",
+        last,
+    ), "\n".join(run.lines)
+    noise = ("Traceback", "Error logging to API", "httpx", "Internal Server Error")
+    assert not [line for line in run.lines if any(word in line for word in noise)], run.lines
+    assert json.loads(out)["error_type"] == "StorageFull"
+    assert not query(ws / "mlflow.db", "SELECT name, version FROM model_versions")
+
+    filler.unlink()  # space freed: the same command completes, with one version
+    again = run_trustflow(ws, *args)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["model"]["version"] == "1"
+    assert versions(ws) == ["1"] and champion(ws) == "1"

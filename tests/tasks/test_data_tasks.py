@@ -52,3 +52,15 @@ def test_refused_data_leaves_no_file_behind(adult_sample: pd.DataFrame, tmp_path
         _prepare(bad, ws)
     assert not (ws.data_dir / "adult.parquet").exists()
     assert list(ws.staging_dir.iterdir()) == []
+
+
+def test_a_dvc_init_cut_short_is_made_again(sample_csv: Path, tmp_path: Path) -> None:
+    """What a full disk left during `dvc init`: .dvc/ with an empty config (no `no_scm`), which
+    DVC then refuses as 'not a git repository'."""
+    ws = Workspace(root=tmp_path / "ws")
+    _, validated = _prepare(sample_csv, ws)
+    (ws.root / ".dvc").mkdir()
+    (ws.root / ".dvc" / "config").write_text("")
+    lineage = version_dataset.fn(validated.data, validated.origin, None, ws)
+    assert "no_scm = True" in (ws.root / ".dvc" / "config").read_text()
+    assert (ws.root / lineage.dvc_file).is_file()

@@ -1,0 +1,39 @@
+"""A workspace's new SQLite MLflow store is made whole or not at all."""
+
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tasks.tracking.runs import check_tracking_server
+from trustflow.workspace import Workspace
+
+
+def test_a_new_store_is_created_complete(tmp_path: Path) -> None:
+    ws = Workspace(root=tmp_path / "ws")
+    ws.make_dir(ws.root)
+    assert check_tracking_server.fn(ws) == f"new local store sqlite:///{ws.mlflow_db}"
+    with sqlite3.connect(ws.mlflow_db) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert {"alembic_version", "runs", "registered_models", "logged_models"} <= tables
+    assert [p.name for p in ws.root.iterdir()] == ["mlflow.db"]  # no staging file left
+    assert check_tracking_server.fn(ws) == f"local store sqlite:///{ws.mlflow_db}"
+
+
+def test_a_store_that_cannot_be_finished_is_not_left_half_made(tmp_path: Path) -> None:
+    """On a disk too small for MLflow's schema the run stops, and the next run does not find a
+    half-migrated store (it used to fail on 'table logged_models already exists')."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; this test runs as root in CI")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        ws = Workspace(root=mount)
+        with pytest.raises(Exception, match="database or disk is full"):
+            check_tracking_server.fn(ws)
+        assert list(mount.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)
