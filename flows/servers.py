@@ -279,7 +279,15 @@ def up(
                 "--workers",
                 "1",
             ],
-            {**base_env, "MLFLOW_DISABLE_TELEMETRY": "true"},
+            {
+                **base_env,
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+                # MLflow's job runner (GenAI evaluation, trace roll-ups) is half a dozen extra
+                # processes trustflow never uses; setting the variable keeps it.
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get(
+                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"
+                ),
+            },
             ws,
         )
         started.append(

@@ -23,7 +23,9 @@ def _mlflow_server(port: int, home: Path) -> subprocess.Popen:
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
          "--artifacts-destination", str(home / "artifacts"), "--workers", "1"],
-        env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # (no job runner: as `trustflow server up` starts it, and one process to stop)
+        env=clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
 
