@@ -5,12 +5,17 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+WHEELS := $(VENV)/wheelhouse
+# pytest workers: most slow tests wait on servers and subprocesses, not on a core. A module's
+# tests stay on one worker (tests/conftest.py: pytest_xdist_make_scheduler). WORKERS= runs the
+# suite in one process.
+WORKERS ?= -n 2 --no-loadscope-reorder
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DVC_NO_ANALYTICS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu run repro pull test test-fast lint format benchmark benchmark-container serve server server-down mlflow-ui clean
+.PHONY: help install install-gpu wheelhouse run repro pull test test-fast lint format benchmark benchmark-container serve server server-down mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,6 +27,15 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project (once)
+
+# The inference server's wheels, downloaded once while an index is reachable. `make test` vendors
+# them into image bundles from here (PIP_NO_INDEX), so the suite itself needs no network.
+$(WHEELS)/.complete: $(STAMP)
+	$(BIN)/python -c "import sys, pathlib, trustflow.deploy.bundle as b; \
+	print(b.fill_wheelhouse(pathlib.Path(sys.argv[1])), 'wheels in', sys.argv[1])" $(WHEELS)
+	touch $@
+
+wheelhouse: $(WHEELS)/.complete ## download the server's wheels once (offline image builds)
 
 # onnxruntime-gpu installs the same `onnxruntime` module as onnxruntime, so it replaces it (same
 # version, from constraints.txt; its other dependencies are onnxruntime's). CUDA 13 and cuDNN 9
@@ -41,8 +55,8 @@ repro: $(STAMP) ## reproduce the data stages with DVC (dvc.yaml)
 pull: $(STAMP) ## fetch the DVC-tracked data versions from the remote in .dvc/config
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc pull --allow-missing
 
-test: $(STAMP) ## run the whole test suite, as CI does
-	$(BIN)/pytest $(PYTEST_ARGS)
+test: $(STAMP) $(WHEELS)/.complete ## run the whole test suite, as CI does (no network)
+	PIP_NO_INDEX=1 PIP_FIND_LINKS=$(CURDIR)/$(WHEELS) $(BIN)/pytest $(WORKERS) $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the core and task tests (about a minute): run them while you work
 	$(BIN)/pytest -q tests/unit tests/tasks $(PYTEST_ARGS)

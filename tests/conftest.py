@@ -87,3 +87,33 @@ def trained(tmp_path_factory, adult_sample: pd.DataFrame):
     from tests.e2e.serving import train_champion
 
     return train_champion(tmp_path_factory.mktemp("serve"), adult_sample)
+
+
+# `make test` runs on two pytest-xdist workers. Each module is one unit of work (its tests stay
+# on one worker, in order, and its module fixtures are made once); modules that share an
+# expensive session fixture are one unit together. The longest units (servers, faults) go first
+# so that the short unit tests fill in at the end.
+SHARED_UNITS = {
+    "tests/e2e/test_deployments.py": "sqlite-stack",  # tests/e2e/conftest.py: sqlite_stack
+    "tests/e2e/test_workflow_steps.py": "sqlite-stack",
+}
+LONGEST_FIRST = ("tests/e2e/", "tests/faults/", "tests/flows/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def tier(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return next((i for i, p in enumerate(LONGEST_FIRST) if path.startswith(p)), 99)
+
+    items.sort(key=tier)  # stable: a module's tests keep their order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return SHARED_UNITS.get(module, module)
+
+    return ByModule(config, log)

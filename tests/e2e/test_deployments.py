@@ -6,6 +6,7 @@ PostgreSQL (127.0.0.1:5432, databases made for the test and dropped after)."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,8 +15,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST_CANDIDATE_LIST as FAST
-from tests.conftest import write_csv
+from tests.conftest import FAST_CANDIDATES, write_csv
 from tests.e2e.processes import deployed_stack, prefect_api
+from tests.faults.runs import start_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -156,3 +158,28 @@ def test_an_invalid_parameter_is_refused_with_the_schema_message(deployed) -> No
     assert refused.status_code == 409
     assert "config.split.test_size" in refused.json()["detail"]
     assert "5 is greater than or equal to the maximum of 1" in refused.json()["detail"]
+
+
+def test_four_cli_runs_at_once_against_the_servers_all_complete(deployed, sample_csv, tmp_path):
+    """The fault suite's N = 4 concurrency test (tests/faults/test_concurrency.py) against the
+    servers instead of a workspace's own SQLite stores: four `trustflow run` started together on
+    one workspace, with PREFECT_API_URL and MLFLOW_TRACKING_URI set as a team would. None dies
+    on the database; the later ones queue on the workspace lock; one version takes the alias."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    model = f"adult-income-four-{uuid.uuid4().hex[:6]}"  # a registry of its own in the server
+    args = ("--json", "--set", f"data.source=csv:{sample_csv}", "--set", FAST_CANDIDATES,
+            "--set", f"registry.model_name={model}")  # fmt: skip
+    servers = {"PREFECT_API_URL": deployed["api"], "MLFLOW_TRACKING_URI": deployed["mlflow"]}
+    processes = [start_run(ws, *args, **servers) for _ in range(4)]
+    results = [(process, *process.communicate(timeout=1200)) for process in processes]
+
+    for process, out, err in results:
+        assert process.returncode == 0, err
+        assert json.loads(out)["state"] == "COMPLETED"
+    waited = [err for _, _, err in results if "waiting for another run in this workspace" in err]
+    assert len(waited) >= 3 and all("(pid " in err for err in waited)
+    client = MlflowClient(tracking_uri=deployed["mlflow"], registry_uri=deployed["mlflow"])
+    assert [v.version for v in client.search_model_versions(f"name='{model}'")] == ["1"]
+    assert client.get_model_version_by_alias(model, "champion").version == "1"
+    assert not (ws / "mlflow.db").exists()  # the server's store, not a local one

@@ -154,6 +154,16 @@ def vendor_wheels(requirements: Path, wheels: Path) -> int:
     return len(list(wheels.glob("*.whl")))
 
 
+def fill_wheelhouse(dest: Path) -> int:
+    """Download every wheel a bundle can vendor (plain and encrypted) into ``dest``, once, while
+    an index is reachable. With ``PIP_FIND_LINKS=dest`` and ``PIP_NO_INDEX=1`` set, later bundles
+    vendor their wheels from it without a network (the test suite runs that way)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    requirements = dest / "requirements.txt"
+    requirements.write_text("\n".join(pinned_requirements(SERVER_PACKAGES + ENCRYPTED_PACKAGES)))
+    return vendor_wheels(requirements, dest)
+
+
 def build_args(release: Release) -> dict[str, str]:
     return {
         "PYTHON_VERSION": PYTHON_VERSION,
