@@ -58,8 +58,13 @@ pull: $(STAMP) ## fetch the DVC-tracked data versions from the remote in .dvc/co
 test: $(STAMP) $(WHEELS)/.complete ## run the whole test suite, as CI does (no network)
 	PIP_NO_INDEX=1 PIP_FIND_LINKS=$(CURDIR)/$(WHEELS) $(BIN)/pytest $(WORKERS) $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## the core and task tests (about a minute): run them while you work
-	$(BIN)/pytest -q tests/unit tests/tasks $(PYTEST_ARGS)
+# The fast tier: core and task tests, and train-tabular's first run, cached rerun and workspace
+# isolation under Prefect's test harness on 3,000 rows (tiny candidates). No network.
+FAST_FLOWS := $(addprefix tests/flows/test_train_tabular.py::,\
+  test_first_run_registers_a_champion_with_lineage \
+  test_rerun_with_unchanged_inputs_is_served_from_cache test_a_second_workspace_shares_no_state)
+test-fast: $(STAMP) ## the core, task and a few flow tests (about a minute): run them while you work
+	$(BIN)/pytest -q $(WORKERS) tests/unit tests/tasks $(FAST_FLOWS) $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
