@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -67,6 +70,21 @@ def with_header_row(after: int) -> Callable[[pd.DataFrame], pd.DataFrame]:
 
 def small_config(source: Path, *overrides: str) -> TabularConfig:
     return load_config(None, [f"data.source=csv:{source}", FAST_CANDIDATES, *overrides])
+
+
+@contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A file system of its own at ``mount`` (a tmpfs of ``size``, e.g. "64m"), for the storage
+    faults: a full disk, a read-only mount. Needs root (CI runs as root); skips, saying so,
+    otherwise."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; this test runs as root in CI")
+    mount.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
 def mlflow_payloads(rows: pd.DataFrame) -> dict[str, dict]:

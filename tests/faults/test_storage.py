@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_CANDIDATES
+from tests.conftest import FAST_CANDIDATES, tmpfs
 from tests.faults.runs import Watched, query
 from tests.faults.runs import run as run_trustflow
 from tests.flows.helpers import champion, versions
@@ -58,17 +57,10 @@ def test_a_damaged_mlflow_store_is_named_and_left_as_it_is(
 def read_only_dir(tmp_path: Path) -> Iterator[Path]:
     """A directory on a file system mounted read-only (as root, permission bits would not stop
     writes; a read-only mount does)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root; this test runs as root in CI")
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "ro", "8m") as mount:
         (mount / "ws").mkdir()
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
         yield mount / "ws"
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def test_a_read_only_workspace_is_one_line_before_anything_runs(
@@ -85,17 +77,10 @@ def test_a_read_only_workspace_is_one_line_before_anything_runs(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A workspace on its own 64 MiB file system (tmpfs), which a test can fill."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; this test runs as root in CI")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
-    try:
+    """A workspace on its own 64 MiB file system, which a test can fill."""
+    with tmpfs(tmp_path / "disk", "64m") as mount:
         (mount / "ws").mkdir()
         yield mount / "ws"
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount)], check=True)
 
 
 def fill(path: Path) -> None:

@@ -1,13 +1,12 @@
 """A workspace's new SQLite MLflow store is made whole or not at all."""
 
-import os
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tasks.tracking.runs import check_tracking_server
+from tests.conftest import tmpfs
 from trustflow.workspace import Workspace
 
 
@@ -25,15 +24,8 @@ def test_a_new_store_is_created_complete(tmp_path: Path) -> None:
 def test_a_store_that_cannot_be_finished_is_not_left_half_made(tmp_path: Path) -> None:
     """On a disk too small for MLflow's schema the run stops, and the next run does not find a
     half-migrated store (it used to fail on 'table logged_models already exists')."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; this test runs as root in CI")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "disk", "256k") as mount:
         ws = Workspace(root=mount)
         with pytest.raises(Exception, match="database or disk is full"):
             check_tracking_server.fn(ws)
         assert list(mount.iterdir()) == []
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount)], check=True)
