@@ -370,7 +370,7 @@ LOW_SPACE = 1 << 20  # bytes free below which a failed run is put down to a full
 def _storage_full(error: BaseException, tracker: Any, workspace: Any) -> Exception | None:
     """A full disk, wherever in the run it struck (an OSError ENOSPC naming its file, or SQLite's
     "database or disk is full" from a store), as one line naming the path and the stage."""
-    from trustflow.errors import StorageFull
+    from trustflow.errors import StorageFull, TrustflowError
 
     seen: BaseException | None = error
     where = None
@@ -383,6 +383,8 @@ def _storage_full(error: BaseException, tracker: Any, workspace: Any) -> Excepti
             break
         seen = seen.__cause__ or seen.__context__
     else:
+        if isinstance(error, TrustflowError):  # a failure of its own (a gate, bad data)
+            return None
         # Prefect's own server, its database in the workspace, answers 500 when its disk is
         # full; the error says nothing of the disk, so ask the disk.
         with contextlib.suppress(OSError):
