@@ -281,6 +281,11 @@ def _run_flow(
     from flows.interrupts import StageTracker
     from flows.progress import StageDisplay
 
+    if not getattr(args, "debug", False):
+        # Logging's switch for handler errors: Prefect's log sender otherwise prints "Error
+        # logging to API" and the server's reply when its server has gone or cannot write (a
+        # full disk), in the middle of the stage lines; the run's own one line says what failed.
+        logging.raiseExceptions = False
     progress = logging.getLogger("trustflow.progress")
     progress.setLevel(logging.INFO)
     progress.propagate = False
@@ -336,14 +341,14 @@ def _run_with_server(
                 full = _storage_full(exc, tracker, workspace)
                 if full is None:
                     raise
-                return _fail_for_good(err, args, full), None
+                return _fail(err, args, full), None
         if interrupts.signum is not None:  # also when the flow turned it into a failed state
             interrupts.abandon()  # ends the process
     outcome = state.result(raise_on_failure=False)
     if not state.is_completed() or isinstance(outcome, BaseException):
         error = outcome if isinstance(outcome, BaseException) else RuntimeError(state.message)
         full = _storage_full(error, tracker, workspace)
-        return (_fail(err, args, error) if full is None else _fail_for_good(err, args, full)), None
+        return _fail(err, args, full or error), None
     return 0, outcome.model_dump(mode="json")
 
 
@@ -354,14 +359,6 @@ def _silence_stderr() -> None:
         if stream is not None:
             stream.flush()
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-
-
-def _fail_for_good(err: Console, args: argparse.Namespace, exc: BaseException) -> int:
-    """``_fail`` for a failure that also broke the run's Prefect server (a full disk): its log
-    sender would print "Error logging to API" after the one line; logging's own switch for
-    handler errors keeps it quiet."""
-    logging.raiseExceptions = False
-    return _fail(err, args, exc)
 
 
 LOW_SPACE = 1 << 20  # bytes free below which a failed run is put down to a full disk
