@@ -352,15 +352,6 @@ def _run_with_server(
     return 0, outcome.model_dump(mode="json")
 
 
-def _silence_stderr() -> None:
-    """Once the run's one line is out, what follows (Prefect's log handler failing to reach a
-    server that is gone or cannot write) is noise to the person: fd 2 goes to /dev/null."""
-    for stream in (sys.stdout, sys.__stdout__, sys.stderr):
-        if stream is not None:
-            stream.flush()
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-
-
 LOW_SPACE = 1 << 20  # bytes free below which a failed run is put down to a full disk
 
 
@@ -437,8 +428,12 @@ def _abandon(
     if getattr(args, "json", False):  # the real stdout: the flow may still be redirecting it
         print(json.dumps({"state": "CANCELLED", "error": message, "error_type": "Interrupted",
                           "stage": stage, "signal": name}), file=sys.__stdout__)  # fmt: skip
+    for stream in (sys.stdout, sys.__stdout__, sys.stderr):
+        if stream is not None:
+            stream.flush()
     # What follows may make background threads complain about servers that are gone.
-    _silence_stderr()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
     if server is not None:
         server.stop(wait=5)
     stop_children()
