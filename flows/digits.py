@@ -95,11 +95,14 @@ def train_digits(
         warm, _ = stages.run("warm-start", registry.find_warm_start, lambda found: found[1])(
             registry=config.registry, data_md5=lineage.data.md5, ws=ws, kind="cnn"
         )
-    trained = stages.run("train", train_task, lambda t: f"digits-cnn {t.fit_seconds:.1f}s")(
+    trained = stages.run(
+        "train", train_task, lambda t: f"digits-cnn ({config.model.framework}) {t.fit_seconds:.1f}s"
+    )(
         train=splits.train,
         valid=splits.valid,
         params=config.train.params,
         seed=config.train.seed,
+        framework=config.model.framework,
         trainer=config.trainer,
         warm=warm,
         ws=ws,
@@ -160,6 +163,7 @@ def train_digits(
         },
         metrics=metrics,
         training={
+            "framework": config.model.framework,
             "epochs": len(network.history_),
             "best_epoch": network.best_epoch_,
             "fit_seconds": trained.fit_seconds,

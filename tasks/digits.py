@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -22,8 +22,15 @@ from tasks.train import tensorboard_loggers
 from trustflow.config import TrainerConfig
 from trustflow.data.digits import CLASSES, PIXELS, TARGET, digits_frame, features
 from trustflow.export.metadata import METADATA_CLASSES, METADATA_DATASET, METADATA_TARGET
-from trustflow.export.neural import allclose_parity, concat_front, join, network_graph
+from trustflow.export.neural import (
+    allclose_parity,
+    concat_front,
+    join,
+    keras_graph,
+    network_graph,
+)
 from trustflow.io import dump_addressed, load_artifact, read_frame, write_addressed, write_frame
+from trustflow.models.keras_net import KerasClassifier
 from trustflow.models.neural import NeuralClassifier, WarmStart
 from trustflow.refs import ArtifactRef, DataRef
 from trustflow.workspace import Workspace
@@ -32,7 +39,7 @@ from trustflow.workspace import Workspace
 class TrainedNetwork(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: ArtifactRef  # a Pipeline whose one step is the NeuralClassifier
+    model: ArtifactRef  # a Pipeline whose one step is the NeuralClassifier (or KerasClassifier)
     fit_seconds: float
     epoch_seconds: tuple[float, ...] = ()  # kept out of the model file (see NeuralClassifier)
 
@@ -72,10 +79,12 @@ def train_digits(
     trainer: TrainerConfig,
     warm: WarmStart | None,
     ws: Workspace,
+    framework: Literal["lightning", "keras"],
 ) -> TrainedNetwork:
     x, y = features(read_frame(train))
     started = time.perf_counter()
-    network = NeuralClassifier("cnn", params, seed, trainer.accelerator).fit(
+    estimator = KerasClassifier if framework == "keras" else NeuralClassifier
+    network = estimator("cnn", params, seed, trainer.accelerator).fit(
         x,
         y,
         valid=features(read_frame(valid)),
@@ -112,9 +121,11 @@ def export_digits(
     """One (n, 1) float input per pixel column -> Concat -> the CNN -> label, probabilities."""
     model = load_artifact(trained.model)
     network = model.steps[-1][1]
-    graph = join(
-        concat_front(PIXELS), "pixels", network_graph(network.network(), len(PIXELS), opset)
-    )
+    if isinstance(network, KerasClassifier):
+        body = keras_graph(network.network(), opset)
+    else:
+        body = network_graph(network.network(), len(PIXELS), opset)
+    graph = join(concat_front(PIXELS), "pixels", body)
     for key, value in {
         METADATA_DATASET: "digits",
         METADATA_TARGET: TARGET,

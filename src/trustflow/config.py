@@ -495,6 +495,12 @@ class DigitsTrainConfig(Frozen):
         return params
 
 
+class DigitsModelConfig(Frozen):
+    # The CNN's framework: the same architecture, params and gates either way; both register as
+    # the same model, so they compete for the alias on the registry metric.
+    framework: Literal["lightning", "keras"] = "lightning"
+
+
 def _digits_split() -> SplitConfig:
     return SplitConfig(test_size=0.2, valid_size=0.1, seed=42)
 
@@ -507,6 +513,7 @@ class DigitsConfig(Frozen):
     """train-digits: a small CNN on scikit-learn's bundled 8x8 handwritten digits."""
 
     split: SplitConfig = Field(default_factory=_digits_split)
+    model: DigitsModelConfig = Field(default_factory=DigitsModelConfig)
     train: DigitsTrainConfig = Field(default_factory=DigitsTrainConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     registry: RegistryConfig = Field(default_factory=_digits_registry)

@@ -58,7 +58,8 @@ def track_digits(
         reap_abandoned(experiment, run.info.run_id)
         log_seen_rows(run.info.run_id, splits.train, splits.valid)
         mlflow.log_params(
-            {"kind": "cnn", "seed": config.train.seed, "accelerator": config.trainer.accelerator,
+            {"kind": "cnn", "framework": config.model.framework, "seed": config.train.seed,
+             "accelerator": config.trainer.accelerator,
              **{f"params.{k}": str(v) for k, v in config.train.params.items()}}
         )  # fmt: skip
         mlflow.log_dict(config.model_dump(mode="json"), "config.yaml")
@@ -97,6 +98,7 @@ def track_digits(
         VersionFacts(
             candidate="digits-cnn",
             kind="cnn",
+            framework=config.model.framework,
             run_id=run.info.run_id,
             lineage=lineage,
             parity_passed=True,

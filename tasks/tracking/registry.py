@@ -73,6 +73,7 @@ class VersionFacts(BaseModel):
 
     candidate: str
     kind: str
+    framework: str  # the kind's framework (scikit-learn, lightning, keras...)
     run_id: str  # the pipeline's run: its seen rows, config and lineage
     lineage: Lineage
     parity_passed: bool
@@ -87,6 +88,7 @@ class VersionFacts(BaseModel):
         return {
             "trustflow.candidate": self.candidate,
             CANDIDATE_KIND_TAG: self.kind,
+            "trustflow.candidate.framework": self.framework,
             "trustflow.run_id": self.run_id,
             "trustflow.data.md5": self.lineage.data.md5,
             GIT_REVISION_TAG: self.lineage.git_revision or "unknown",
@@ -120,6 +122,7 @@ def register_best(
         VersionFacts(
             candidate=best.candidate.name,
             kind=best.candidate.config.kind,
+            framework=best.candidate.config.model_kind.framework,
             run_id=run.run_id,
             lineage=lineage,
             parity_passed=export.passed,

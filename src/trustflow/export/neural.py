@@ -57,6 +57,27 @@ def network_graph(network: Any, inputs: int, opset: int) -> onnx.ModelProto:
         return onnx.load(str(path))
 
 
+def keras_graph(model: Any, opset: int) -> onnx.ModelProto:
+    """A Keras network (softmax out) through Keras' own ONNX exporter: input ``features``
+    [batch, inputs] float, output ``probabilities`` [batch, classes]."""
+    import numpy as np
+
+    # Keras exports only a model that has been called (its input signature comes from that).
+    model(np.zeros((1, model.input_shape[-1]), dtype=np.float32), training=False)
+    with tempfile.TemporaryDirectory(prefix="trustflow-onnx-") as tmp:
+        path = Path(tmp) / "network.onnx"
+        # The tracer warns about Python ints in Keras' shape code; the batch axis stays dynamic.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.export(str(path), format="onnx", verbose=False, opset_version=opset)
+        graph = onnx.load(str(path))
+    produced = graph.graph.output[0].name
+    for node in graph.graph.node:
+        node.output[:] = ["probabilities" if name == produced else name for name in node.output]
+    graph.graph.output[0].name = "probabilities"
+    return graph
+
+
 def concat_front(columns: list[str], output: str = "pixels") -> onnx.ModelProto:
     """A front graph: float (n, 1) inputs, one per column, concatenated to (n, len(columns))."""
     inputs = [helper.make_tensor_value_info(c, TensorProto.FLOAT, [None, 1]) for c in columns]

@@ -228,14 +228,19 @@ def _convert_sklearn(model: Any, schema: DatasetSchema, cfg: OnnxConfig) -> onnx
 
 
 def _convert_neural(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) -> onnx.ModelProto:
-    """The shared preprocessor (skl2onnx) joined to the network (torch.onnx.export)."""
-    from trustflow.export.neural import join, network_graph
+    """The shared preprocessor (skl2onnx) joined to the network (torch.onnx.export for a
+    Lightning network, Keras' own exporter for a Keras one)."""
+    from trustflow.export.neural import join, keras_graph, network_graph
+    from trustflow.models.keras_net import KerasClassifier
 
     if len(model.steps) != 2:
         raise NotExportable("a network converts to ONNX behind the shared preprocessor only")
     front = _convert_sklearn(model.steps[0][1], schema, cfg)
     network = model.steps[-1][1]
-    body = network_graph(network.network(), network.spec_["inputs"], cfg.opset)
+    if isinstance(network, KerasClassifier):
+        body = keras_graph(network.network(), cfg.opset)
+    else:
+        body = network_graph(network.network(), network.spec_["inputs"], cfg.opset)
     return join(front, front.graph.output[0].name, body)
 
 

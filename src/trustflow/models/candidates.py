@@ -19,6 +19,7 @@ from sklearn.pipeline import Pipeline
 
 from trustflow.config import CandidateConfig
 from trustflow.errors import ConfigError
+from trustflow.models.keras_net import KerasClassifier
 from trustflow.models.neural import Accelerator, NeuralClassifier, WarmStart
 
 
@@ -64,9 +65,15 @@ def train_network(
     loggers: Sequence[Any] = (),
     warm: WarmStart | None = None,
 ) -> Pipeline:
-    """A Lightning network on the shared preprocessing, early-stopped on ``valid``."""
-    numeric = len(next(cols for name, _, cols in preprocessor.transformers if name == "numeric"))
-    network = NeuralClassifier("mlp", {"numeric": numeric, **cfg.params}, seed, accelerator)
+    """A network (Lightning or Keras) on the shared preprocessing, early-stopped on ``valid``."""
+    network: NeuralClassifier | KerasClassifier
+    if cfg.model_kind.framework == "keras":
+        network = KerasClassifier("mlp", cfg.params, seed, accelerator)
+    else:
+        numeric = len(
+            next(cols for name, _, cols in preprocessor.transformers if name == "numeric")
+        )
+        network = NeuralClassifier("mlp", {"numeric": numeric, **cfg.params}, seed, accelerator)
     try:
         network.fit(
             preprocessor.transform(train[0]),

@@ -119,6 +119,16 @@ class MlpParams(Params):
     patience: int = Field(default=4, ge=1)
 
 
+class KerasMlpParams(Params):
+    hidden: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    fine_tune_learning_rate: float = Field(default=2.5e-4, gt=0)  # after a warm start
+    weight_decay: float = Field(default=1e-4, ge=0)
+    batch_size: int = Field(default=512, ge=1)
+    max_epochs: int = Field(default=40, ge=1)
+    patience: int = Field(default=4, ge=1)
+
+
 class CnnParams(Params):
     channels: list[int] = Field(default_factory=lambda: [16, 32], min_length=1)
     dense: int = Field(default=64, ge=1)
@@ -164,14 +174,16 @@ class ModelKind:
     name: str
     summary: str  # one line, for `trustflow kinds` and the docs
     params: type[Params]
-    framework: Literal["scikit-learn", "interpret", "fairlearn", "lightning"]
+    framework: Literal["scikit-learn", "interpret", "fairlearn", "lightning", "keras"]
     # (params, seed) -> an unfitted estimator; None for kinds trained another way (the flags
     # below say which).
     build: Callable[[Any, int], Any] | None
     raw_features: bool = False  # fitted on the raw columns, not the shared preprocessing
     glass_box: bool = False  # readable on its own: explained by its own terms
     mitigation: bool = False  # post-processes another candidate (params.base) for fairness
-    network: bool = False  # a Lightning network: trainer settings, warm start, epoch history
+    # A network (Lightning or Keras): trained with a validation split and the trainer settings,
+    # warm-started, its epoch history tracked.
+    network: bool = False
     onnx: OnnxConverter | None = "skl2onnx"  # None: it has no ONNX form (cannot be deployed)
     # Its ONNX graph ends in one linear layer and a sigmoid, so the server can evaluate that
     # head on encrypted features (trustflow.crypto; encryption.enabled).
@@ -230,6 +242,15 @@ KINDS: dict[str, ModelKind] = {
             "a PyTorch Lightning network on the shared preprocessing (warm-starts)",
             MlpParams,
             "lightning",
+            None,
+            network=True,
+            onnx="network",
+        ),
+        ModelKind(
+            "keras_mlp",
+            "a Keras 3 network (torch backend) on the shared preprocessing (warm-starts)",
+            KerasMlpParams,
+            "keras",
             None,
             network=True,
             onnx="network",

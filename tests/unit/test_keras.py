@@ -1,0 +1,151 @@
+"""The Keras candidate (keras_mlp) in the core: torch backend, determinism (also beside a
+Lightning network in another thread, as the thread runner trains them), early stopping, warm
+start, and its ONNX form through Keras' exporter, served by the inference server's scorer."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io
+from sklearn.pipeline import Pipeline
+
+from trustflow.config import CandidateConfig, OnnxConfig, TabularConfig
+from trustflow.data.split import split_frame
+from trustflow.data.validate import validate_frame
+from trustflow.errors import ConfigError
+from trustflow.export.onnx import convert_pipeline, to_feed
+from trustflow.io import dump_addressed
+from trustflow.models.candidates import train_network
+from trustflow.models.keras_net import KerasClassifier, keras_module
+from trustflow.models.neural import NeuralClassifier
+from trustflow.models.preprocess import features_and_target, fit_preprocessor
+from trustflow.serving.app import ModelRelease
+from trustflow.serving.scorer import Scorer
+
+FAST = {"hidden": [16], "max_epochs": 6, "patience": 2}
+SCHEMA = TabularConfig().data.dataset
+
+
+@pytest.fixture(scope="module")
+def adult(adult_sample: pd.DataFrame):
+    frame, _ = validate_frame(adult_sample, SCHEMA, "drop", "sample")
+    parts = split_frame(frame, SCHEMA.target.column, TabularConfig().split)
+    pre = fit_preprocessor(parts.train, SCHEMA)
+    train = features_and_target(parts.train, SCHEMA)
+    valid = features_and_target(parts.valid, SCHEMA)
+    test = features_and_target(parts.test, SCHEMA)
+    return pre, train, valid, test
+
+
+def _fit(adult, params=FAST, seed=0, warm=None) -> KerasClassifier:
+    pre, train, valid, _ = adult
+    network = KerasClassifier("mlp", params, seed, "cpu")
+    return network.fit(
+        pre.transform(train[0]), train[1], valid=(pre.transform(valid[0]), valid[1]), warm=warm
+    )
+
+
+def test_keras_runs_on_the_torch_backend_without_tensorflow() -> None:
+    keras = keras_module()
+    assert keras.backend.backend() == os.environ.get("KERAS_BACKEND", "torch") == "torch"
+    import importlib.util
+
+    assert importlib.util.find_spec("tensorflow") is None  # the install stays TensorFlow-free
+
+
+def test_the_same_seed_gives_a_byte_identical_model_file_and_another_seed_does_not(
+    adult, tmp_path
+) -> None:
+    first = dump_addressed(_fit(adult), tmp_path / "a", "keras")
+    again = dump_addressed(_fit(adult), tmp_path / "b", "keras")
+    other = dump_addressed(_fit(adult, seed=1), tmp_path / "c", "keras")
+    assert first.path.read_bytes() == again.path.read_bytes()
+    assert first.sha256 == again.sha256 != other.sha256
+
+
+def test_training_beside_a_lightning_network_in_another_thread_changes_nothing(adult) -> None:
+    """The thread runner trains candidates at once: neither network may draw from an RNG the
+    other one moves."""
+    pre, train, valid, _ = adult
+    alone = _fit(adult)
+    lightning_alone = NeuralClassifier("mlp", FAST, 0, "cpu").fit(
+        pre.transform(train[0]), train[1], valid=(pre.transform(valid[0]), valid[1])
+    )
+    with ThreadPoolExecutor(2) as pool:
+        keras_future = pool.submit(_fit, adult)
+        lightning_future = pool.submit(
+            NeuralClassifier("mlp", FAST, 0, "cpu").fit,
+            pre.transform(train[0]),
+            train[1],
+            valid=(pre.transform(valid[0]), valid[1]),
+        )
+        beside, lightning_beside = keras_future.result(), lightning_future.result()
+    assert all(np.array_equal(alone.state_[k], beside.state_[k]) for k in alone.state_)
+    assert all(
+        np.array_equal(lightning_alone.state_[k], lightning_beside.state_[k])
+        for k in lightning_alone.state_
+    )
+
+
+def test_early_stopping_keeps_the_best_epoch_and_records_every_epoch(adult) -> None:
+    network = _fit(adult, {**FAST, "max_epochs": 60, "patience": 1, "learning_rate": 0.05})
+    history = network.history_
+    assert 1 < len(history) < 60  # stopped early
+    assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+    losses = [h["val_loss"] for h in history]
+    assert network.best_epoch_ == int(np.argmin(losses)) + 1
+    assert network.best_val_loss_ == pytest.approx(min(losses))
+    assert len(network.epoch_seconds()) == len(history)
+    # The kept weights are the best epoch's: they score the validation loss recorded for it.
+    pre, _, valid, _ = adult
+    probabilities = network.predict_proba(pre.transform(valid[0]))
+    picked = probabilities[np.arange(len(valid[1])), valid[1]]
+    assert -np.log(np.clip(picked, 1e-7, 1)).mean() == pytest.approx(network.best_val_loss_, 1e-4)
+
+
+def test_a_warm_start_of_the_same_architecture_begins_where_the_source_ended(adult) -> None:
+    source = _fit(adult)
+    warm = source.warm_start("models:/adult-income/1")
+    cold, tuned = _fit(adult, seed=3), _fit(adult, seed=3, warm=warm)
+    assert tuned.warm_start_ == {"source": "models:/adult-income/1", "reason": "same architecture"}
+    assert tuned.history_[0]["val_loss"] < cold.history_[0]["val_loss"]
+    wider = _fit(adult, {**FAST, "hidden": [32]}, seed=3, warm=warm)
+    assert wider.warm_start_["source"] is None
+    assert wider.warm_start_["reason"].startswith("cold start: models:/adult-income/1 has another")
+
+
+def test_unknown_keras_params_are_named() -> None:
+    x, y = np.zeros((4, 3), dtype=np.float32), np.array([0, 1, 0, 1])
+    with pytest.raises(ConfigError, match=r"keras_mlp: unknown param 'layers'; allowed: hidden"):
+        KerasClassifier("mlp", {"layers": 3}).fit(x, y, valid=(x, y))
+
+
+def test_the_keras_network_exports_through_keras_and_is_served_with_parity(adult) -> None:
+    pre, train, valid, test = adult
+    cfg = CandidateConfig(name="keras", kind="keras_mlp", params=FAST)
+    model = train_network(pre, train, valid, cfg, 0, "cpu")
+    graph = convert_pipeline(model, SCHEMA, OnnxConfig(), "network")
+    scorer = Scorer(ModelRelease("adult-income", "1", "test", graph.SerializeToString()))
+    assert list(scorer.columns) == SCHEMA.feature_columns
+    for rows in (1, 7, len(test[0])):
+        frame = test[0].head(rows)
+        labels, probabilities = scorer.session.run(
+            ["label", "probabilities"], to_feed(frame, SCHEMA)
+        )
+        assert probabilities.shape == (rows, 2)
+        assert np.abs(probabilities - model.predict_proba(frame)).max() < 1e-5
+        assert np.array_equal(labels, model.predict(frame))
+
+
+def test_a_keras_network_in_a_pipeline_survives_mlflows_skops_format(adult, tmp_path) -> None:
+    pre, *_ = adult
+    model = Pipeline([("preprocess", pre), ("model", _fit(adult))])
+    path = tmp_path / "model.skops"
+    skops.io.dump(model, path)
+    loaded = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
+    rows = adult[3][0].head(20)
+    assert np.array_equal(loaded.predict_proba(rows), model.predict_proba(rows))
