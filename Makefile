@@ -75,12 +75,13 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-benchmark: $(STAMP) ## measure overhead, fairness, privacy-utility, networks, ONNX latency, serving, encryption
+benchmark: $(STAMP) ## measure overhead, fairness, privacy-utility, networks, transfer, ONNX latency, serving, encryption
 	$(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/prefect_overhead.py
 	$(BIN)/python benchmarks/fairness.py
 	$(BIN)/python benchmarks/privacy_utility.py
 	$(BIN)/python benchmarks/neural.py
+	$(BIN)/python benchmarks/transfer.py
 	$(BIN)/python benchmarks/onnx_latency.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/encrypted.py

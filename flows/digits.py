@@ -1,6 +1,7 @@
-"""Flow ``train-digits``: tracking -> ingest (scikit-learn's bundled 8x8 digits) -> version (DVC)
--> split -> warm-start -> train (a small CNN on PyTorch Lightning, with augmentation) ->
-evaluate -> export (ONNX + allclose parity) -> track -> register (``digits-cnn``) -> promote.
+"""Flow ``train-digits``: tracking -> ingest (scikit-learn's bundled 8x8 digits, or some of
+them) -> version (DVC) -> split -> transfer or warm-start -> train (a small CNN on PyTorch
+Lightning or Keras, with augmentation) -> evaluate -> export (ONNX + allclose parity) -> track ->
+register (``digits-cnn``) -> promote.
 
 The same data references, tracking, parity gate and registry as train-tabular; no fairness audit
 (the images carry no sensitive features, and the registered version says so).
@@ -34,6 +35,7 @@ from trustflow.config import DigitsConfig, RegistryConfig
 from trustflow.data.digits import ORIGIN, TARGET
 from trustflow.errors import GateFailed
 from trustflow.io import load_artifact
+from trustflow.models.keras_net import Transfer
 from trustflow.models.neural import resolve_accelerator
 from trustflow.workspace import Workspace
 
@@ -82,16 +84,23 @@ def train_digits(
     stages.run("workspace", adopt_workspace, same)(ws=ws)
     stages.run("tracking", runs.check_tracking_server, same)(ws=ws)
     # ingest -> version (DVC) -> split
-    data = stages.run("ingest", ingest_digits, lambda r: f"{r.rows:,} images")(ws=ws)
+    data = stages.run("ingest", ingest_digits, lambda r: f"{r.rows:,} images")(
+        classes=config.data.classes, ws=ws
+    )
     lineage = stages.run("version", version_dataset, describe_lineage)(
         data=data, origin=ORIGIN, remote_url=config.remote_url, ws=ws
     )
     splits = stages.run("split", split_dataset, describe_splits)(
         data=lineage.data, cfg=config.split, target=TARGET, ws=ws
     )
-    # warm-start -> train -> evaluate -> export (ONNX + allclose parity)
-    warm = None
-    if config.trainer.warm_start:
+    # transfer | warm-start -> train -> evaluate -> export (ONNX + allclose parity)
+    warm, transfer = None, None
+    if config.transfer.source is not None:
+        source = stages.run("transfer", registry.find_transfer_source, lambda w: w.source)(
+            uri=config.transfer.source, ws=ws
+        )
+        transfer = Transfer(source, config.transfer.freeze_epochs)
+    elif config.trainer.warm_start:
         warm, _ = stages.run("warm-start", registry.find_warm_start, lambda found: found[1])(
             registry=config.registry, data_md5=lineage.data.md5, ws=ws, kind="cnn"
         )
@@ -103,6 +112,8 @@ def train_digits(
         params=config.train.params,
         seed=config.train.seed,
         framework=config.model.framework,
+        label_fraction=config.data.label_fraction,
+        transfer=transfer,
         trainer=config.trainer,
         warm=warm,
         ws=ws,
@@ -169,6 +180,7 @@ def train_digits(
             "fit_seconds": trained.fit_seconds,
             "device": network.device_,
             "warm_start": network.warm_start_,
+            "transfer": getattr(network, "transfer_", None),
         },
         onnx=export.parity,
         mlflow={"tracking_uri": ws.tracking_uri(), "run_id": registration.run_id},

@@ -30,7 +30,7 @@ from trustflow.export.neural import (
     network_graph,
 )
 from trustflow.io import dump_addressed, load_artifact, read_frame, write_addressed, write_frame
-from trustflow.models.keras_net import KerasClassifier
+from trustflow.models.keras_net import KerasClassifier, Transfer
 from trustflow.models.neural import NeuralClassifier, WarmStart
 from trustflow.refs import ArtifactRef, DataRef
 from trustflow.workspace import Workspace
@@ -65,9 +65,13 @@ class NetworkExport(BaseModel):
 
 
 @task(name="ingest", cache_policy=NO_CACHE, persist_result=False)
-def ingest_digits(ws: Workspace) -> DataRef:
-    """scikit-learn's bundled digits, as data/digits.parquet (no download)."""
-    return write_frame(digits_frame(), ws.data_dir / "digits.parquet")
+def ingest_digits(classes: list[int] | None, ws: Workspace) -> DataRef:
+    """scikit-learn's bundled digits (only ``classes``, when given), as data/digits.parquet (no
+    download)."""
+    frame = digits_frame()
+    if classes is not None:
+        frame = frame[frame[TARGET].isin(classes)].reset_index(drop=True)
+    return write_frame(frame, ws.data_dir / "digits.parquet")
 
 
 @task(name="train", cache_policy=CONTENT_CACHE, persist_result=True)
@@ -80,17 +84,27 @@ def train_digits(
     warm: WarmStart | None,
     ws: Workspace,
     framework: Literal["lightning", "keras"],
+    label_fraction: float,
+    transfer: Transfer | None,
 ) -> TrainedNetwork:
-    x, y = features(read_frame(train))
+    """``label_fraction``: train on that share of the training images (drawn with ``seed``), as
+    when labels are scarce; ``transfer``: start from another task's Keras network."""
+    frame = read_frame(train)
+    if label_fraction < 1:
+        frame = frame.sample(frac=label_fraction, random_state=seed)
+    x, y = features(frame)
     started = time.perf_counter()
-    estimator = KerasClassifier if framework == "keras" else NeuralClassifier
-    network = estimator("cnn", params, seed, trainer.accelerator).fit(
-        x,
-        y,
-        valid=features(read_frame(valid)),
-        loggers=tensorboard_loggers(trainer, ws, "digits-cnn", train),
-        warm=warm,
-    )
+    loggers = tensorboard_loggers(trainer, ws, "digits-cnn", train)
+    valid_set = features(read_frame(valid))
+    network: NeuralClassifier | KerasClassifier
+    if framework == "keras":
+        network = KerasClassifier("cnn", params, seed, trainer.accelerator, len(CLASSES)).fit(
+            x, y, valid=valid_set, loggers=loggers, warm=warm, transfer=transfer
+        )
+    else:
+        network = NeuralClassifier("cnn", params, seed, trainer.accelerator, len(CLASSES)).fit(
+            x, y, valid=valid_set, loggers=loggers, warm=warm
+        )
     seconds = time.perf_counter() - started
     model = dump_addressed(Pipeline([("model", network)]), ws.artifacts_dir / "models", "digits")
     return TrainedNetwork(

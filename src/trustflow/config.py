@@ -460,6 +460,34 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        both = isinstance(value, dict) and isinstance(below, dict)
+        merged[key] = _merged(below, value) if both else value  # type: ignore[arg-type]
+    return merged
+
+
+def _over_pipeline_defaults(kind: type[BaseModel], tree: dict[str, Any]) -> dict[str, Any]:
+    """A section the pipeline gives defaults of its own (train-digits' registry: digits-cnn on
+    accuracy) keeps them when a file or ``--set`` changes one of its keys; otherwise
+    ``--set registry.model_name=x`` would bring back the section class's defaults (roc_auc)."""
+    pipeline = kind()
+    merged = dict(tree)
+    for name, value in tree.items():
+        default = getattr(pipeline, name, None)
+        if not isinstance(value, dict) or not isinstance(default, BaseModel):
+            continue
+        try:
+            own = type(default)()
+        except ValidationError:
+            continue
+        if default != own:
+            merged[name] = _merged(default.model_dump(mode="json"), value)
+    return merged
+
+
 def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         path, value = parse_override(text)
@@ -501,6 +529,31 @@ class DigitsModelConfig(Frozen):
     framework: Literal["lightning", "keras"] = "lightning"
 
 
+class DigitsDataConfig(Frozen):
+    # Only these digits (a task of its own, e.g. [5, 6, 7, 8, 9]); null: all ten.
+    classes: list[int] | None = None
+    # The share of the training split's images whose labels are used (little labelled data).
+    label_fraction: float = Field(default=1.0, gt=0, le=1)
+
+    @field_validator("classes")
+    @classmethod
+    def _digits(cls, classes: list[int] | None) -> list[int] | None:
+        if classes is not None and (
+            len(classes) < 2
+            or len(set(classes)) != len(classes)
+            or not set(classes) <= set(range(10))
+        ):
+            raise ValueError(f"data.classes = {classes}: two or more distinct digits, 0 to 9")
+        return classes
+
+
+class TransferConfig(Frozen):
+    # models:/NAME/VERSION or models:/NAME@ALIAS: a Keras digits CNN trained on another task,
+    # whose backbone (every layer but the output) this run starts from; null: no transfer.
+    source: str | None = None
+    freeze_epochs: int = Field(default=5, ge=0)  # the backbone stays frozen this many epochs
+
+
 def _digits_split() -> SplitConfig:
     return SplitConfig(test_size=0.2, valid_size=0.1, seed=42)
 
@@ -512,9 +565,11 @@ def _digits_registry() -> RegistryConfig:
 class DigitsConfig(Frozen):
     """train-digits: a small CNN on scikit-learn's bundled 8x8 handwritten digits."""
 
+    data: DigitsDataConfig = Field(default_factory=DigitsDataConfig)
     split: SplitConfig = Field(default_factory=_digits_split)
     model: DigitsModelConfig = Field(default_factory=DigitsModelConfig)
     train: DigitsTrainConfig = Field(default_factory=DigitsTrainConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     registry: RegistryConfig = Field(default_factory=_digits_registry)
     onnx: NeuralOnnxConfig = Field(default_factory=NeuralOnnxConfig)
@@ -532,6 +587,11 @@ class DigitsConfig(Frozen):
             )
         if self.split.valid_size == 0:
             raise ValueError("split.valid_size must be above 0: early stopping needs it")
+        if self.transfer.source is not None and self.model.framework != "keras":
+            raise ValueError(
+                f"transfer.source = {self.transfer.source}: transfer learning freezes Keras "
+                "layers; set model.framework=keras"
+            )
         return self
 
 
@@ -567,7 +627,7 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         tree = loaded or {}
-    tree = apply_overrides(tree, overrides or [])
+    tree = _over_pipeline_defaults(kind, apply_overrides(tree, overrides or []))
     try:
         return kind.model_validate(tree)
     except ValidationError as exc:

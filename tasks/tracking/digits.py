@@ -19,6 +19,7 @@ from tasks.tracking.tags import ONNX_SHA_TAG, SHA_TAG
 from trustflow.config import DigitsConfig
 from trustflow.data.digits import PIXELS
 from trustflow.io import load_artifact, read_frame
+from trustflow.models.keras_net import KerasClassifier
 from trustflow.models.neural import NeuralClassifier
 from trustflow.refs import SplitRefs
 from trustflow.workspace import Workspace
@@ -46,10 +47,18 @@ def track_digits(
     ONNX form) and, when parity passed, a version of ``registry.model_name``."""
     configure(ws)
     model = load_artifact(trained.model)
-    network: NeuralClassifier = model.steps[-1][1]
+    network: NeuralClassifier | KerasClassifier = model.steps[-1][1]
     content = {SHA_TAG: trained.model.sha256, ONNX_SHA_TAG: export.onnx.sha256}
     experiment = experiment_id_for(config.tracking.experiment, ws)
     example = read_frame(splits.test)[PIXELS].head(5)
+    transfer = getattr(network, "transfer_", None)
+    transfer_tags = (
+        {"trustflow.transfer.source": transfer["source"],
+         "trustflow.transfer.frozen": ",".join(transfer["frozen"]),
+         "trustflow.transfer.frozen_epochs": str(transfer["frozen_epochs"])}
+        if transfer
+        else {}
+    )  # fmt: skip
     with mlflow.start_run(
         experiment_id=experiment,
         run_name=f"digits-cnn-{lineage.data.md5[:8]}",
@@ -77,6 +86,7 @@ def track_digits(
                 "trustflow.data.dvc_file": lineage.dvc_file,
                 "trustflow.onnx.parity": export.reason(),
                 **content,
+                **transfer_tags,
             }
         )
         model_uri = log_model_once(
@@ -86,7 +96,11 @@ def track_digits(
             model,
             export.onnx.path,
             example,
-            [*MODEL_REQUIREMENTS, "torch", "lightning"],
+            [
+                *MODEL_REQUIREMENTS,
+                "torch",
+                "keras" if config.model.framework == "keras" else "lightning",
+            ],
         )
     if not export.passed:
         return DigitsRegistration(run_id=run.info.run_id, version=None, new_version=False)
@@ -106,6 +120,7 @@ def track_digits(
             fairness_passed=True,  # no people in the data: nothing to audit
             fairness="not applicable: images of digits, no sensitive features",
             metrics=metrics,
+            extra_tags=transfer_tags,
         ),
     )
     return DigitsRegistration(run_id=run.info.run_id, version=version, new_version=new)

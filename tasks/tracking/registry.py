@@ -25,6 +25,7 @@ from tasks.tracking.tags import (
     ENVIRONMENT_ARTIFACT,
     ENVIRONMENT_SHA_TAG,
     FAIRNESS_PASSED_TAG,
+    FRAMEWORK_TAG,
     GIT_REVISION_TAG,
     PARITY_PASSED_TAG,
 )
@@ -33,7 +34,7 @@ from trustflow.config import (
     RegistryConfig,
 )
 from trustflow.environment import Environment, current_environment
-from trustflow.errors import IncompleteModel
+from trustflow.errors import ConfigError, IncompleteModel
 from trustflow.models.neural import WarmStart
 from trustflow.workspace import Workspace
 
@@ -65,6 +66,34 @@ def find_warm_start(
     return network.warm_start(uri), f"fine-tunes from {uri}"
 
 
+@task(name="transfer", cache_policy=NO_CACHE, persist_result=False)
+def find_transfer_source(uri: str, ws: Workspace) -> WarmStart:
+    """The network a transfer starts from: ``uri`` (models:/NAME/VERSION or @ALIAS) resolved
+    to its version, which must hold a Keras network."""
+    configure(ws)
+    client = MlflowClient()
+    if not uri.startswith("models:/"):
+        raise ConfigError(f"transfer.source = {uri}: expected models:/NAME/VERSION or @ALIAS")
+    reference = uri.removeprefix("models:/")
+    try:
+        if "@" in reference:
+            name, alias = reference.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = reference.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+    except (MlflowException, ValueError) as exc:
+        raise ConfigError(f"transfer.source = {uri}: no such model version") from exc
+    resolved = f"models:/{version.name}/{version.version}"
+    if version.tags.get(FRAMEWORK_TAG) != "keras":
+        framework = version.tags.get(FRAMEWORK_TAG, "unknown")
+        raise ConfigError(f"transfer.source = {uri} ({resolved}) is a {framework} model; "
+                          "transfer needs a Keras network")  # fmt: skip
+    network = mlflow.sklearn.load_model(resolved).steps[-1][1]
+    source: WarmStart = network.warm_start(resolved)
+    return source
+
+
 class VersionFacts(BaseModel):
     """What every registered version records, whatever the pipeline: where it came from, its
     gates' verdicts and its held-out metrics (the model card and the server read them)."""
@@ -81,6 +110,7 @@ class VersionFacts(BaseModel):
     fairness_passed: bool
     fairness: str
     metrics: dict[str, float]
+    extra_tags: dict[str, str] = Field(default_factory=dict)  # what one pipeline adds
     environment: Environment = Field(default_factory=lambda: current_environment(os.environ))
 
     def tags(self) -> dict[str, str]:
@@ -88,7 +118,7 @@ class VersionFacts(BaseModel):
         return {
             "trustflow.candidate": self.candidate,
             CANDIDATE_KIND_TAG: self.kind,
-            "trustflow.candidate.framework": self.framework,
+            FRAMEWORK_TAG: self.framework,
             "trustflow.run_id": self.run_id,
             "trustflow.data.md5": self.lineage.data.md5,
             GIT_REVISION_TAG: self.lineage.git_revision or "unknown",
@@ -100,6 +130,7 @@ class VersionFacts(BaseModel):
             ENVIRONMENT_SHA_TAG: self.environment.sha256,
             "trustflow.environment.python": self.environment.python,
             **ci,
+            **self.extra_tags,
         }
 
 

@@ -18,6 +18,7 @@ GIT_REVISION_TAG = "trustflow.git_revision"  # of the workspace when the version
 
 
 CANDIDATE_KIND_TAG = "trustflow.candidate.kind"
+FRAMEWORK_TAG = "trustflow.candidate.framework"
 
 
 MODEL_CARD_TAG = "trustflow.model_card"

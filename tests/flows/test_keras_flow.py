@@ -1,6 +1,7 @@
-"""The Keras candidate in the real tabular flow: trained, exported through Keras' ONNX exporter
+"""Keras in the real flows: the tabular candidate trained, exported through Keras' ONNX exporter
 with parity, tracked (MLflow epoch histories, TensorBoard events), registered with its framework,
-and on new data fine-tuned from the Keras champion."""
+and on new data fine-tuned from the Keras champion; the digits CNN in Keras against the Lightning
+one, and transfer learning from a registered Keras version to a new task."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from flows.cli import main
 from tests.conftest import write_csv
 from tests.flows.helpers import client_for, run_cli
+from trustflow.data.digits import digits_frame
 
 KERAS_ONLY = (
     "train.candidates=[{name: keras, kind: keras_mlp, params: {hidden: [32], max_epochs: 6}}]"
@@ -67,11 +69,12 @@ def test_its_epochs_go_to_mlflow_and_tensorboard_and_new_data_fine_tunes_it(kera
     assert {"train_loss", "val_loss", "val_accuracy"} <= set(scalars)
 
 
-def test_digits_in_keras_competes_with_the_lightning_cnn_for_the_same_champion(
+def test_digits_in_keras_competes_with_lightning_and_transfers_to_a_new_task(
     tmp_path, capsys
 ) -> None:
     """`trustflow run digits --set model.framework=keras`: the same model name, the same gates,
-    the framework recorded on the version; the Lightning champion's weights are not taken."""
+    the framework recorded on the version. Then digits 5-9 on 10 % of their labels, starting
+    from that Keras version (transfer.source), which the new version records."""
     ws = tmp_path / "ws"
     short = "train.params.max_epochs=4"  # plumbing, not accuracy (benchmarks/neural.py has that)
     code, lightning, err = run_cli(capsys, "digits", "--workspace", str(ws), "--set", short)
@@ -94,3 +97,30 @@ def test_digits_in_keras_competes_with_the_lightning_cnn_for_the_same_champion(
     better = "2" if keras["metrics"]["accuracy"] > lightning["metrics"]["accuracy"] else "1"
     assert keras["model"]["promoted"] == (better == "2")
     assert str(client.get_model_version_by_alias("digits-cnn", "champion").version) == better
+
+    # Transfer learning: a Lightning version is refused as a source, in one line, before training.
+    target = ("digits", "--workspace", str(ws), "--set", short, "--set", "model.framework=keras",
+              "--set", "data.classes=[5, 6, 7, 8, 9]", "--set", "data.label_fraction=0.1",
+              "--set", "registry.model_name=digits-5to9")  # fmt: skip
+    code, refused, err = run_cli(capsys, *target, "--set", "transfer.source=models:/digits-cnn/1")
+    assert code == 1 and refused["error_type"] == "ConfigError"
+    assert refused["error"] == (
+        "transfer.source = models:/digits-cnn/1 (models:/digits-cnn/1) is a lightning model; "
+        "transfer needs a Keras network"
+    )
+    assert "Traceback" not in err
+    assert not client.search_model_versions("name='digits-5to9'")
+    # The Keras version is taken: its backbone, frozen first, starts the new task's network.
+    alias = "transfer.source=models:/digits-cnn@keras"
+    client.set_registered_model_alias("digits-cnn", "keras", "2")
+    code, tuned, err = run_cli(capsys, *target, "--set", alias, "--set", "transfer.freeze_epochs=2")
+    assert code == 0, err
+    assert tuned["training"]["transfer"] == {
+        "source": "models:/digits-cnn/2",
+        "frozen": ["conv_0", "conv_1", "dense"],
+        "frozen_epochs": 2,
+    }
+    assert tuned["dataset"]["rows"] == sum(1 for d in digits_frame()["digit"] if d >= 5)
+    version = client.get_model_version("digits-5to9", "1")
+    assert version.tags["trustflow.transfer.source"] == "models:/digits-cnn/2"
+    assert version.tags["trustflow.transfer.frozen"] == "conv_0,conv_1,dense"

@@ -107,3 +107,13 @@ def test_schema_reference_to_a_file(tmp_path: Path) -> None:
     assert cfg.data.dataset.name == "toy" and cfg.data.dataset.numeric_features == ["x"]
     with pytest.raises(ConfigError, match=r"nope\.yaml"):
         load_config(None, [f"data.dataset={tmp_path / 'nope.yaml'}"])
+
+
+def test_setting_one_key_keeps_the_pipelines_own_defaults_for_the_rest() -> None:
+    """train-digits registers digits-cnn on accuracy: naming another model keeps the metric."""
+    config = load_config(None, ["registry.model_name=digits-0to4"], DigitsConfig)
+    assert config.registry.model_name == "digits-0to4"
+    assert config.registry.metric == "accuracy" == DigitsConfig().registry.metric
+    assert config.tracking.experiment == "train-digits"
+    tabular = load_config(None, ["registry.model_name=credit"])
+    assert tabular.registry.metric == "roc_auc"

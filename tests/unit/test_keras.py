@@ -1,10 +1,15 @@
-"""The Keras candidate (keras_mlp) in the core: torch backend, determinism (also beside a
-Lightning network in another thread, as the thread runner trains them), early stopping, warm
-start, and its ONNX form through Keras' exporter, served by the inference server's scorer."""
+"""The Keras networks in the core: torch backend, determinism (also beside a Lightning network
+in another thread, as the thread runner trains them), early stopping, warm start, transfer
+learning (frozen, then fine-tuned), and the ONNX form through Keras' exporter, served by the
+inference server's scorer."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -14,13 +19,14 @@ import skops.io
 from sklearn.pipeline import Pipeline
 
 from trustflow.config import CandidateConfig, OnnxConfig, TabularConfig
+from trustflow.data.digits import digits_frame, features
 from trustflow.data.split import split_frame
 from trustflow.data.validate import validate_frame
 from trustflow.errors import ConfigError
 from trustflow.export.onnx import convert_pipeline, to_feed
 from trustflow.io import dump_addressed
 from trustflow.models.candidates import train_network
-from trustflow.models.keras_net import KerasClassifier, keras_module
+from trustflow.models.keras_net import KerasClassifier, Transfer, keras_module
 from trustflow.models.neural import NeuralClassifier
 from trustflow.models.preprocess import features_and_target, fit_preprocessor
 from trustflow.serving.app import ModelRelease
@@ -52,9 +58,10 @@ def _fit(adult, params=FAST, seed=0, warm=None) -> KerasClassifier:
 def test_keras_runs_on_the_torch_backend_without_tensorflow() -> None:
     keras = keras_module()
     assert keras.backend.backend() == os.environ.get("KERAS_BACKEND", "torch") == "torch"
-    import importlib.util
-
-    assert importlib.util.find_spec("tensorflow") is None  # the install stays TensorFlow-free
+    # The install stays TensorFlow-free: nothing trustflow requires is TensorFlow.
+    requirements = importlib.metadata.requires("trustflow") or []
+    assert "keras" in " ".join(requirements)
+    assert not [r for r in requirements if r.lower().startswith("tensorflow")]
 
 
 def test_the_same_seed_gives_a_byte_identical_model_file_and_another_seed_does_not(
@@ -149,3 +156,84 @@ def test_a_keras_network_in_a_pipeline_survives_mlflows_skops_format(adult, tmp_
     loaded = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
     rows = adult[3][0].head(20)
     assert np.array_equal(loaded.predict_proba(rows), model.predict_proba(rows))
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="TensorFlow is not installed (the default install has none): "
+    "`pip install tensorflow-cpu` to check KERAS_BACKEND=tensorflow",
+)
+def test_the_tensorflow_backend_trains_the_same_candidate(tmp_path) -> None:
+    """The backend is chosen when Keras is first imported, so this runs in its own process."""
+    script = (
+        "import numpy as np\n"
+        "from trustflow.models.keras_net import KerasClassifier, Transfer, keras_module\n"
+        "assert keras_module().backend.backend() == 'tensorflow'\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.normal(size=(400, 4)).astype('float32'); y = (x[:, 0] > 0).astype(int)\n"
+        "params = {'hidden': [8], 'max_epochs': 20, 'batch_size': 32}\n"
+        "m = KerasClassifier('mlp', params, 0, 'cpu')\n"
+        "m.fit(x, y, valid=(x, y))\n"
+        "print((m.predict(x) == y).mean())\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout.strip().splitlines()[-1]) > 0.9
+
+
+def _digits_tasks(seed: int = 0):
+    frame = digits_frame()
+    parts = split_frame(frame, "digit", TabularConfig().split.model_copy(update={"seed": seed}))
+    source, target = (lambda f: f[f["digit"] < 5]), (lambda f: f[f["digit"] >= 5])
+    return parts, source, target
+
+
+def test_transfer_freezes_the_source_backbone_and_then_fine_tunes_all_of_it() -> None:
+    parts, source, target = _digits_tasks()
+    short = {"max_epochs": 3}
+    pretrained = KerasClassifier("cnn", short, 0, "cpu", 10).fit(
+        *features(source(parts.train)), valid=features(source(parts.valid))
+    )
+    start = Transfer(pretrained.warm_start("models:/digits-0to4/1"), freeze_epochs=2)
+    labelled = features(target(parts.train).sample(frac=0.1, random_state=0))
+    valid = features(target(parts.valid))
+    frozen_only = KerasClassifier("cnn", {"max_epochs": 2}, 0, "cpu", 10).fit(
+        *labelled, valid=valid, transfer=start
+    )
+    tuned = KerasClassifier("cnn", {"max_epochs": 6, "patience": 6}, 0, "cpu", 10).fit(
+        *labelled, valid=valid, transfer=start
+    )
+    assert tuned.transfer_ == {
+        "source": "models:/digits-0to4/1",
+        "frozen": ["conv_0", "conv_1", "dense"],
+        "frozen_epochs": 2,
+    }
+
+    def layer(network: KerasClassifier, name: str) -> np.ndarray:
+        return np.concatenate([w.ravel() for w in network.network().get_layer(name).get_weights()])
+
+    for name in ("conv_0", "conv_1", "dense"):
+        # While frozen the backbone is the source's, to the bit; afterwards it trains too.
+        assert np.array_equal(layer(pretrained, name), layer(frozen_only, name))
+        assert not np.array_equal(layer(pretrained, name), layer(tuned, name))
+    # The head is new: it learns the target task from the start.
+    assert not np.array_equal(
+        layer(pretrained, "probabilities"), layer(frozen_only, "probabilities")
+    )
+
+
+def test_transfer_from_another_backbone_is_refused_naming_the_difference() -> None:
+    parts, source, target = _digits_tasks()
+    pretrained = KerasClassifier("cnn", {"max_epochs": 1, "dense": 32}, 0, "cpu", 10).fit(
+        *features(source(parts.train)), valid=features(source(parts.valid))
+    )
+    start = Transfer(pretrained.warm_start("models:/digits-0to4/1"))
+    with pytest.raises(
+        ConfigError, match=r"models:/digits-0to4/1 has another backbone \(dense 32 vs 64\)"
+    ):
+        KerasClassifier("cnn", {"max_epochs": 1}, 0, "cpu", 10).fit(
+            *features(target(parts.train)), valid=features(target(parts.valid)), transfer=start
+        )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -95,6 +96,43 @@ def _shift_images(x: np.ndarray, image: list[int], shift: int, rng: np.random.Ge
     return shifted.reshape(x.shape)
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """Transfer learning: a network trained on a source task gives its backbone (every layer
+    but the output layer); the backbone is frozen for ``freeze_epochs`` while the new head
+    learns, then the whole network trains at ``fine_tune_learning_rate``."""
+
+    source: WarmStart
+    freeze_epochs: int = 5
+
+
+def _take_backbone(model: Any, transfer: Transfer, spec: dict[str, Any]) -> dict[str, Any]:
+    """Copy the source's backbone into ``model`` and freeze it; what was taken, for the record."""
+    source = transfer.source
+    differs = sorted(k for k in spec if k != "classes" and source.spec.get(k) != spec[k])
+    if differs:
+        raise ConfigError(
+            f"transfer: {source.source} has another backbone ("
+            + ", ".join(f"{k} {source.spec.get(k)} vs {spec[k]}" for k in differs)
+            + ")"
+        )
+    trained = build_keras_network(source.spec)
+    trained.set_weights([source.state[str(i)] for i in range(len(source.state))])
+    # The new head starts at zero (uniform probabilities): a random head on the large features a
+    # trained backbone gives starts far too sure and wrong (a loss of 7.7 where uniform is 2.3
+    # on ten digits), and its first steps are spent undoing that.
+    head = model.get_layer("probabilities")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    frozen = []
+    for layer in model.layers:
+        if layer.name == "probabilities" or not layer.weights:
+            continue
+        layer.set_weights(trained.get_layer(layer.name).get_weights())
+        layer.trainable = False
+        frozen.append(layer.name)
+    return {"source": source.source, "frozen": frozen, "frozen_epochs": transfer.freeze_epochs}
+
+
 class KerasClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """A Keras-trained network as a scikit-learn classifier (labels 0..classes-1)."""
 
@@ -104,11 +142,13 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         params: dict[str, Any] | None = None,
         seed: int = 0,
         accelerator: Accelerator = "auto",
+        classes: int | None = None,
     ) -> None:
         self.kind = kind
         self.params = params
         self.seed = seed
         self.accelerator = accelerator
+        self.classes = classes  # outputs at least (see NeuralClassifier)
 
     def _settings(self) -> dict[str, Any]:
         model = ARCHITECTURE_PARAMS[self.kind]
@@ -124,16 +164,18 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         valid: tuple[np.ndarray, np.ndarray],
         loggers: Sequence[Any] = (),
         warm: WarmStart | None = None,
+        transfer: Transfer | None = None,
     ) -> KerasClassifier:
         """``loggers``: Lightning loggers (``log_metrics(metrics, step)``), so a Keras network's
-        epochs land in TensorBoard where the Lightning networks' do."""
+        epochs land in TensorBoard where the Lightning networks' do. ``transfer``: start from
+        another task's network (its backbone frozen first), instead of ``warm``."""
         keras = keras_module()
         settings = self._settings()
         x = np.asarray(x, dtype=np.float32)
         y = np.asarray(y, dtype=np.int64)
         valid_x = np.asarray(valid[0], dtype=np.float32)
         valid_y = np.asarray(valid[1], dtype=np.int64)
-        classes = int(max(y.max(), valid_y.max())) + 1
+        classes = max(int(max(y.max(), valid_y.max())) + 1, self.classes or 0)
         spec: dict[str, Any] = {
             "kind": f"keras_{self.kind}",
             "inputs": int(x.shape[1]),
@@ -152,11 +194,16 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         shift = int(settings.get("shift", 0))
         device = resolve_accelerator(self.accelerator)
         rng = np.random.default_rng(self.seed)
+        frozen_epochs = transfer.freeze_epochs if transfer is not None else 0
         with keras.device(device):
             model = build_keras_network(spec, self.seed)
             self.warm_start_ = {"source": None, "reason": "no warm-start source"}
+            self.transfer_: dict[str, Any] | None = None
             learning_rate = settings["learning_rate"]
-            if warm is not None:
+            if transfer is not None:
+                self.transfer_ = _take_backbone(model, transfer, spec)
+                self.warm_start_["reason"] = "transfer learning instead"
+            elif warm is not None:
                 if warm.spec == spec:
                     model.set_weights([warm.state[str(i)] for i in range(len(warm.state))])
                     self.warm_start_ = {"source": warm.source, "reason": "same architecture"}
@@ -166,18 +213,27 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                         "source": None,
                         "reason": f"cold start: {warm.source} has another architecture",
                     }
-            model.compile(
-                optimizer=keras.optimizers.AdamW(
-                    learning_rate=learning_rate, weight_decay=settings["weight_decay"]
-                ),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
+
+            def compile_at(rate: float) -> None:
+                model.compile(
+                    optimizer=keras.optimizers.AdamW(
+                        learning_rate=rate, weight_decay=settings["weight_decay"]
+                    ),
+                    loss="sparse_categorical_crossentropy",
+                    metrics=["accuracy"],
+                )
+
+            compile_at(learning_rate)
             history: list[dict[str, float]] = []
             timings: list[dict[str, float]] = []
             best: tuple[float, int, list[np.ndarray]] | None = None
             started = time.perf_counter()
             for epoch in range(1, int(settings["max_epochs"]) + 1):
+                if transfer is not None and epoch == frozen_epochs + 1:
+                    # The head has learnt the new task: now the whole network, more gently.
+                    for layer in model.layers:
+                        layer.trainable = True
+                    compile_at(settings["fine_tune_learning_rate"])
                 epoch_started = time.perf_counter()
                 order = rng.permutation(len(y))
                 batch_x = (
@@ -215,7 +271,8 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                     logger.log_metrics({k: v for k, v in record.items() if k != "epoch"}, epoch)
                 if best is None or loss < best[0]:
                     best = (loss, epoch, [np.array(w) for w in model.get_weights()])
-                elif epoch - best[1] >= int(settings["patience"]):
+                # Early stopping waits for the unfrozen phase (when transfer learning).
+                elif epoch - max(best[1], frozen_epochs) >= int(settings["patience"]):
                     break
         for logger in loggers:
             logger.finalize("success")

@@ -278,11 +278,15 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         params: dict[str, Any] | None = None,
         seed: int = 0,
         accelerator: Accelerator = "auto",
+        classes: int | None = None,
     ) -> None:
         self.kind = kind
         self.params = params
         self.seed = seed
         self.accelerator = accelerator
+        # How many outputs at least: a task whose labels are some of the classes (digits 0-4)
+        # still answers in the whole label space its ONNX metadata names.
+        self.classes = classes
 
     def _settings(self) -> dict[str, Any]:
         model = ARCHITECTURE_PARAMS[self.kind]
@@ -306,7 +310,8 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         settings = self._settings()
         x = np.asarray(x, dtype=np.float32)
         y = np.asarray(y, dtype=np.int64)
-        classes = int(max(y.max(), np.asarray(valid[1]).max())) + 1
+        seen = int(max(y.max(), np.asarray(valid[1]).max())) + 1
+        classes = max(seen, self.classes or 0)
         spec: dict[str, Any] = {"kind": self.kind, "inputs": int(x.shape[1]), "classes": classes}
         if self.kind == "mlp":
             spec["hidden"] = [int(h) for h in settings["hidden"]]
