@@ -158,6 +158,7 @@ def test_a_keras_network_in_a_pipeline_survives_mlflows_skops_format(adult, tmp_
     assert np.array_equal(loaded.predict_proba(rows), model.predict_proba(rows))
 
 
+@pytest.mark.tensorflow
 @pytest.mark.skipif(
     importlib.util.find_spec("tensorflow") is None,
     reason="TensorFlow is not installed (the default install has none): "
