@@ -31,7 +31,7 @@ from trustflow.export.neural import (
 )
 from trustflow.io import dump_addressed, load_artifact, read_frame, write_addressed, write_frame
 from trustflow.models.keras_net import KerasClassifier, Transfer
-from trustflow.models.neural import NeuralClassifier, WarmStart
+from trustflow.models.neural import NetworkClassifier, NeuralClassifier, WarmStart
 from trustflow.refs import ArtifactRef, DataRef
 from trustflow.workspace import Workspace
 
@@ -96,7 +96,7 @@ def train_digits(
     started = time.perf_counter()
     loggers = tensorboard_loggers(trainer, ws, "digits-cnn", train)
     valid_set = features(read_frame(valid))
-    network: NeuralClassifier | KerasClassifier
+    network: NetworkClassifier
     if framework == "keras":
         network = KerasClassifier("cnn", params, seed, trainer.accelerator, len(CLASSES)).fit(
             x, y, valid=valid_set, loggers=loggers, warm=warm, transfer=transfer

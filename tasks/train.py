@@ -14,9 +14,8 @@ from trustflow.config import CandidateConfig, DatasetSchema, TrainerConfig
 from trustflow.evaluate import Evaluation, confusion_figure, evaluate_model, roc_figure
 from trustflow.io import dump_addressed, load_artifact, read_frame, save_png
 from trustflow.models.candidates import train_candidate, train_network
-from trustflow.models.keras_net import KerasClassifier
 from trustflow.models.mitigation import mitigate_candidate
-from trustflow.models.neural import NeuralClassifier, WarmStart
+from trustflow.models.neural import NetworkClassifier, WarmStart
 from trustflow.models.preprocess import features_and_target, fit_preprocessor
 from trustflow.refs import ArtifactRef, DataRef
 from trustflow.workspace import Workspace
@@ -103,11 +102,7 @@ def _fitted(fit: Callable[[], Any], cfg: CandidateConfig, ws: Workspace) -> Trai
     seconds = time.perf_counter() - started
     ref = dump_addressed(model, ws.artifacts_dir / "models", cfg.name)
     final = model.steps[-1][1] if hasattr(model, "steps") else model
-    epochs = (
-        tuple(final.epoch_seconds())
-        if isinstance(final, NeuralClassifier | KerasClassifier)
-        else ()
-    )
+    epochs = tuple(final.epoch_seconds()) if isinstance(final, NetworkClassifier) else ()
     return TrainedCandidate(
         name=cfg.name, config=cfg, model=ref, fit_seconds=seconds, epoch_seconds=epochs
     )

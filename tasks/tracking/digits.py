@@ -19,8 +19,7 @@ from tasks.tracking.tags import ONNX_SHA_TAG, SHA_TAG
 from trustflow.config import DigitsConfig
 from trustflow.data.digits import PIXELS
 from trustflow.io import load_artifact, read_frame
-from trustflow.models.keras_net import KerasClassifier
-from trustflow.models.neural import NeuralClassifier
+from trustflow.models.neural import NetworkClassifier
 from trustflow.refs import SplitRefs
 from trustflow.workspace import Workspace
 
@@ -47,7 +46,7 @@ def track_digits(
     ONNX form) and, when parity passed, a version of ``registry.model_name``."""
     configure(ws)
     model = load_artifact(trained.model)
-    network: NeuralClassifier | KerasClassifier = model.steps[-1][1]
+    network: NetworkClassifier = model.steps[-1][1]
     content = {SHA_TAG: trained.model.sha256, ONNX_SHA_TAG: export.onnx.sha256}
     experiment = experiment_id_for(config.tracking.experiment, ws)
     example = read_frame(splits.test)[PIXELS].head(5)

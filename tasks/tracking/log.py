@@ -35,8 +35,7 @@ from trustflow.config import (
 )
 from trustflow.data.fingerprint import seen_rows
 from trustflow.io import load_artifact, read_frame
-from trustflow.models.keras_net import KerasClassifier
-from trustflow.models.neural import NeuralClassifier
+from trustflow.models.neural import NetworkClassifier
 from trustflow.models.preprocess import features_and_target
 from trustflow.privacy.mechanisms import PrivateRelease
 from trustflow.refs import DataRef
@@ -191,9 +190,7 @@ def track_pipeline(
     return run.model_copy(update={"candidate_runs": candidate_runs, "model_uris": model_uris})
 
 
-def log_training(
-    network: NeuralClassifier | KerasClassifier, epoch_seconds: Sequence[float], run_id: str
-) -> None:
+def log_training(network: NetworkClassifier, epoch_seconds: Sequence[float], run_id: str) -> None:
     """A network's epochs as MLflow metric histories (step = epoch), with each epoch's time as
     measured when it trained, and where it started from."""
     from mlflow.entities import Metric

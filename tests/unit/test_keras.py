@@ -13,7 +13,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pandas as pd
 import pytest
 import skops.io
 from sklearn.pipeline import Pipeline
@@ -21,30 +20,17 @@ from sklearn.pipeline import Pipeline
 from trustflow.config import CandidateConfig, OnnxConfig, TabularConfig
 from trustflow.data.digits import digits_frame, features
 from trustflow.data.split import split_frame
-from trustflow.data.validate import validate_frame
 from trustflow.errors import ConfigError
 from trustflow.export.onnx import convert_pipeline, to_feed
 from trustflow.io import dump_addressed
 from trustflow.models.candidates import train_network
 from trustflow.models.keras_net import KerasClassifier, Transfer, keras_module
 from trustflow.models.neural import NeuralClassifier
-from trustflow.models.preprocess import features_and_target, fit_preprocessor
 from trustflow.serving.app import ModelRelease
 from trustflow.serving.scorer import Scorer
 
 FAST = {"hidden": [16], "max_epochs": 6, "patience": 2}
 SCHEMA = TabularConfig().data.dataset
-
-
-@pytest.fixture(scope="module")
-def adult(adult_sample: pd.DataFrame):
-    frame, _ = validate_frame(adult_sample, SCHEMA, "drop", "sample")
-    parts = split_frame(frame, SCHEMA.target.column, TabularConfig().split)
-    pre = fit_preprocessor(parts.train, SCHEMA)
-    train = features_and_target(parts.train, SCHEMA)
-    valid = features_and_target(parts.valid, SCHEMA)
-    test = features_and_target(parts.test, SCHEMA)
-    return pre, train, valid, test
 
 
 def _fit(adult, params=FAST, seed=0, warm=None) -> KerasClassifier:

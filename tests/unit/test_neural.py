@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import joblib
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from sklearn.pipeline import Pipeline
@@ -13,30 +12,17 @@ from sklearn.pipeline import Pipeline
 from trustflow.config import OnnxConfig, TabularConfig
 from trustflow.data.digits import PIXELS, digits_frame, features
 from trustflow.data.split import split_frame
-from trustflow.data.validate import validate_frame
 from trustflow.errors import ConfigError
 from trustflow.export.neural import allclose_parity, concat_front, join, network_graph
 from trustflow.export.onnx import convert_pipeline, to_feed
 from trustflow.io import dump_addressed
 from trustflow.models.candidates import train_network
 from trustflow.models.neural import NeuralClassifier, WarmStart, resolve_accelerator
-from trustflow.models.preprocess import features_and_target, fit_preprocessor
 from trustflow.serving.app import ModelRelease
 from trustflow.serving.scorer import Scorer
 
 FAST = {"hidden": [16], "max_epochs": 6, "patience": 2}
 SCHEMA = TabularConfig().data.dataset
-
-
-@pytest.fixture(scope="module")
-def adult(adult_sample: pd.DataFrame):
-    frame, _ = validate_frame(adult_sample, SCHEMA, "drop", "sample")
-    parts = split_frame(frame, SCHEMA.target.column, TabularConfig().split)
-    pre = fit_preprocessor(parts.train, SCHEMA)
-    train = features_and_target(parts.train, SCHEMA)
-    valid = features_and_target(parts.valid, SCHEMA)
-    test = features_and_target(parts.test, SCHEMA)
-    return pre, train, valid, test
 
 
 def _fit(adult, params=FAST, seed=0, warm=None) -> NeuralClassifier:

@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline
 from trustflow.config import CandidateConfig
 from trustflow.errors import ConfigError
 from trustflow.models.keras_net import KerasClassifier
-from trustflow.models.neural import Accelerator, NeuralClassifier, WarmStart
+from trustflow.models.neural import Accelerator, NetworkClassifier, NeuralClassifier, WarmStart
 
 
 def make_estimator(cfg: CandidateConfig, seed: int) -> ClassifierMixin:
@@ -66,7 +66,7 @@ def train_network(
     warm: WarmStart | None = None,
 ) -> Pipeline:
     """A network (Lightning or Keras) on the shared preprocessing, early-stopped on ``valid``."""
-    network: NeuralClassifier | KerasClassifier
+    network: NetworkClassifier
     if cfg.model_kind.framework == "keras":
         network = KerasClassifier("mlp", cfg.params, seed, accelerator)
     else:

@@ -25,15 +25,13 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
-from sklearn.base import BaseEstimator, ClassifierMixin
 
 from trustflow.errors import ConfigError
-from trustflow.models.kinds import CnnParams, KerasMlpParams, Params, params_problem_of
-from trustflow.models.neural import Accelerator, WarmStart, resolve_accelerator
+from trustflow.models.kinds import CnnParams, KerasMlpParams, Params
+from trustflow.models.neural import NetworkClassifier, WarmStart, resolve_accelerator
 
 ARCHITECTURE_PARAMS: dict[str, type[Params]] = {"mlp": KerasMlpParams, "cnn": CnnParams}
 
@@ -133,29 +131,11 @@ def _take_backbone(model: Any, transfer: Transfer, spec: dict[str, Any]) -> dict
     return {"source": source.source, "frozen": frozen, "frozen_epochs": transfer.freeze_epochs}
 
 
-class KerasClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+class KerasClassifier(NetworkClassifier):
     """A Keras-trained network as a scikit-learn classifier (labels 0..classes-1)."""
 
-    def __init__(
-        self,
-        kind: Literal["mlp", "cnn"] = "mlp",
-        params: dict[str, Any] | None = None,
-        seed: int = 0,
-        accelerator: Accelerator = "auto",
-        classes: int | None = None,
-    ) -> None:
-        self.kind = kind
-        self.params = params
-        self.seed = seed
-        self.accelerator = accelerator
-        self.classes = classes  # outputs at least (see NeuralClassifier)
-
-    def _settings(self) -> dict[str, Any]:
-        model = ARCHITECTURE_PARAMS[self.kind]
-        try:
-            return model.model_validate(self.params or {}).model_dump()
-        except ValidationError as exc:
-            raise ConfigError(f"keras_{self.kind}: {params_problem_of(model, exc)}") from exc
+    architectures = ARCHITECTURE_PARAMS
+    label = "keras_{kind}"
 
     def fit(
         self,
@@ -297,12 +277,6 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             self.__dict__["_network"] = model
         return model
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(super().__getstate__())
-        state.pop("_network", None)  # rebuilt from state_ on first use
-        state.pop("timings_", None)  # wall-clock times would make equal models hash apart
-        return state
-
     def predict_proba(self, x: Any) -> np.ndarray:
         keras = keras_module()
         values = np.asarray(x, dtype=np.float32)
@@ -310,12 +284,3 @@ class KerasClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             probabilities = keras.ops.convert_to_numpy(self.network()(values, training=False))
         probabilities = probabilities.astype(np.float64)
         return np.asarray(probabilities / probabilities.sum(axis=1, keepdims=True))
-
-    def predict(self, x: Any) -> np.ndarray:
-        return np.asarray(self.classes_[self.predict_proba(x).argmax(axis=1)])
-
-    def epoch_seconds(self) -> list[float]:
-        return [t["epoch_seconds"] for t in getattr(self, "timings_", [])]
-
-    def warm_start(self, source: str) -> WarmStart:
-        return WarmStart(source=source, spec=self.spec_, state=self.state_)

@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import ValidationError
@@ -269,8 +269,13 @@ def _loader(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool, gen: Any) -
     return DataLoader(data, batch_size=batch, shuffle=shuffle, generator=gen, num_workers=0)
 
 
-class NeuralClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
-    """A Lightning-trained network as a scikit-learn classifier (labels 0..classes-1)."""
+class NetworkClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """What every trained network shares, whatever its framework: the scikit-learn surface, the
+    params check, the fitted attributes (``spec_``, ``state_``, ``history_``, ``timings_``...) and
+    how it is pickled. Subclasses train (``fit``) and run (``network``, ``predict_proba``)."""
+
+    architectures: ClassVar[dict[str, type[Params]]] = {}  # kind -> its params model
+    label: ClassVar[str] = "{kind}"  # how errors name the network
 
     def __init__(
         self,
@@ -289,11 +294,41 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.classes = classes
 
     def _settings(self) -> dict[str, Any]:
-        model = ARCHITECTURE_PARAMS[self.kind]
+        model = self.architectures[self.kind]
         try:
             return model.model_validate(self.params or {}).model_dump()
         except ValidationError as exc:
-            raise ConfigError(f"{self.kind}: {params_problem_of(model, exc)}") from exc
+            name = self.label.format(kind=self.kind)
+            raise ConfigError(f"{name}: {params_problem_of(model, exc)}") from exc
+
+    def network(self) -> Any:
+        raise NotImplementedError
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())  # a copy: object's own is the live __dict__
+        state.pop("_network", None)  # rebuilt from state_ on first use
+        state.pop("timings_", None)  # wall-clock times would make equal models hash apart
+        return state
+
+    def predict(self, x: Any) -> np.ndarray:
+        return np.asarray(self.classes_[self.predict_proba(x).argmax(axis=1)])
+
+    def epoch_seconds(self) -> list[float]:
+        """Each epoch's wall-clock time, from this fit (not kept when the model is pickled)."""
+        return [t["epoch_seconds"] for t in getattr(self, "timings_", [])]
+
+    def warm_start(self, source: str) -> WarmStart:
+        """This network's weights, as the starting point of a later fit."""
+        return WarmStart(source=source, spec=self.spec_, state=self.state_)
+
+
+class NeuralClassifier(NetworkClassifier):
+    """A Lightning-trained network as a scikit-learn classifier (labels 0..classes-1)."""
+
+    architectures = ARCHITECTURE_PARAMS
 
     def fit(
         self,
@@ -392,12 +427,6 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             network = self.__dict__["_network"] = network.eval()
         return network
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(super().__getstate__())  # a copy: object's own is the live __dict__
-        state.pop("_network", None)  # rebuilt from state_ on first use
-        state.pop("timings_", None)  # wall-clock times would make equal models hash apart
-        return state
-
     def predict_proba(self, x: Any) -> np.ndarray:
         import torch
 
@@ -408,14 +437,3 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             probabilities = torch.softmax(logits, dim=1).numpy().astype(np.float64)
         # float32 softmax rows sum to 1 only within rounding; scikit-learn's metrics check.
         return np.asarray(probabilities / probabilities.sum(axis=1, keepdims=True))
-
-    def predict(self, x: Any) -> np.ndarray:
-        return np.asarray(self.classes_[self.predict_proba(x).argmax(axis=1)])
-
-    def epoch_seconds(self) -> list[float]:
-        """Each epoch's wall-clock time, from this fit (not kept when the model is pickled)."""
-        return [t["epoch_seconds"] for t in getattr(self, "timings_", [])]
-
-    def warm_start(self, source: str) -> WarmStart:
-        """This network's weights, as the starting point of a later fit."""
-        return WarmStart(source=source, spec=self.spec_, state=self.state_)
