@@ -582,9 +582,11 @@ def trigger_command(args: argparse.Namespace) -> int:
             parameters[".".join(path)] = value
         if args.overrides:
             known = {p.flow_name: p for p in PIPELINES.values()}
+            defaults = None
             if flow in known:  # refused here, in one line, before any run is created
                 load_config(None, args.overrides, known[flow].config)
-            parameters["config"] = apply_overrides({}, args.overrides)
+                defaults = known[flow].config()  # a list entry set by name starts from these
+            parameters["config"] = apply_overrides({}, args.overrides, defaults)
         done = trigger(args.deployment, parameters, workspace, args.timeout)
     except TrustflowError as exc:
         return _fail(err, args, exc)

@@ -17,9 +17,9 @@ import pandas as pd
 
 from trustflow.config import load_config
 from trustflow.data.sources import load_source
-from trustflow.data.split import split_frame
+from trustflow.data.split import split_frame, split_problem
 from trustflow.data.validate import validate_frame
-from trustflow.errors import TrustflowError
+from trustflow.errors import DataValidationError, TrustflowError
 from trustflow.io import atomic_path, file_digest, write_frame
 from trustflow.models.preprocess import fit_preprocessor
 
@@ -29,15 +29,20 @@ SPLITS = ("train", "valid", "test")
 def ingest(config: str, out: Path) -> list[str]:
     """The source as it is now (the flow's staging file)."""
     data = load_config(config).data
-    loaded = load_source(data.source, cache_dir=out.parent / ".openml")
+    loaded = load_source(data.source, out.parent / ".openml", data.encoding)
     ref = write_frame(loaded.frame, out)
     return [f"{ref.path}: {ref.rows} rows from {loaded.origin}"]
 
 
 def validate(config: str, data: Path, out: Path) -> list[str]:
-    """Schema check; only a data set that passes is written (the flow's data/<name>.parquet)."""
-    cfg = load_config(config).data
+    """Schema check and the split's row counts; only a data set that passes is written (the
+    flow's data/<name>.parquet)."""
+    config_tree = load_config(config)
+    cfg = config_tree.data
     clean, _ = validate_frame(pd.read_parquet(data), cfg.dataset, cfg.missing, str(data))
+    problem = split_problem(clean[cfg.dataset.target.column], config_tree.split)
+    if problem:
+        raise DataValidationError(f"{data}: {problem}")
     ref = write_frame(clean, out)
     return [f"{ref.path}: {ref.rows} rows, md5 {ref.md5}"]
 

@@ -58,9 +58,11 @@ def describe_ingest(result: Any) -> str:
 
 def describe_validation(validated: Any) -> str:
     report = validated.report
+    clipped = sum(report.clipped_by_column.values())
     return (
         f"{report.rows_out:,} rows kept, {report.rows_dropped:,} dropped "
         f"(missing: {report.missing_policy})"
+        + (f", {clipped:,} value(s) clipped to their bounds" if clipped else "")
     )
 
 
@@ -187,6 +189,44 @@ class StageLog:
             future.wait()
         return self._note(stage, [future.state for future in futures], detail)
 
+    def gather_surviving(
+        self,
+        stage: str,
+        waves: Callable[[dict[str, T]], dict[str, PrefectFuture[T]]],
+        tolerated: Callable[[BaseException], bool],
+        detail: Callable[[list[T]], str],
+    ) -> tuple[list[T], dict[str, BaseException]]:
+        """Like :meth:`gather`, for tasks that may fail one by one without failing the stage.
+        ``waves`` is called with the results so far (first ``{}``) and submits the next wave of
+        named tasks, until it submits none (a wave can depend on the one before). A failure
+        that ``tolerated`` accepts is returned by name; any other is raised, as in ``gather``."""
+        self.current = stage
+        report(stage, "running")
+        done: dict[str, T] = {}
+        states: list[State[T]] = []
+        failed: dict[str, BaseException] = {}
+        while futures := waves(dict(done)):
+            for future in futures.values():
+                future.wait()
+            for name, future in futures.items():
+                state = future.state
+                if state.is_completed():
+                    states.append(state)
+                    done[name] = state.result()
+                    continue
+                error = state.result(raise_on_failure=False)
+                if not (
+                    state.is_failed() and isinstance(error, BaseException) and tolerated(error)
+                ):
+                    state.result()  # raises the stage's own error, as gather does
+                failed[name] = error
+        if done:
+            described = detail(list(done.values()))
+            if failed:
+                described += f"; {len(failed)} failed: {', '.join(failed)}"
+            self._note(stage, states, lambda _: described)
+        return list(done.values()), failed
+
 
 STATUS_MARKS = {"running": "[dim]…[/dim]", "done": "[green]✓[/green]", "cached": "[cyan]↺[/cyan]"}
 
@@ -234,6 +274,8 @@ def show_tabular(summary: dict[str, Any]) -> None:
         f"dataset  {data['name']}  md5 {data['md5']}  {data['rows']:,} rows  ({data['dvc_file']})"
     )
     console.print(f"model    {model['name']} v{model['version']}{alias}  ({model['reason']})")
+    for reason in summary.get("failed", {}).values():
+        console.print(f"failed   {reason}", soft_wrap=True)
     linear = summary.get("encryption")
     if linear:
         held = f" @{linear['alias']}" if linear["alias"] else ""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
@@ -55,9 +55,9 @@ from tasks.tracking.runs import TrackedRun, TrackingTarget
 from tasks.train import EvaluatedCandidate, TrainedCandidate, evaluate, mitigate, preprocess, train
 from tasks.workspace import adopt_workspace
 from trustflow.announce import github_token
-from trustflow.config import Metric, TabularConfig, lower_is_better
+from trustflow.config import CandidateConfig, Metric, TabularConfig, lower_is_better
 from trustflow.crypto.gate import EncryptionReport
-from trustflow.errors import ConfigError, GateFailed
+from trustflow.errors import ConfigError, GateFailed, NoCandidateTrained, TrustflowError
 from trustflow.model_card import DataFacts, ModelCardFacts, render_model_card
 from trustflow.models.neural import resolve_accelerator
 from trustflow.privacy.mechanisms import PrivateRelease
@@ -135,6 +135,7 @@ class RunSummary(BaseModel):
     cache: dict[str, bool]  # stage -> served from Prefect's cache
     workspace: str
     encryption: EncryptionSummary | None = None
+    failed: dict[str, str] = {}  # candidate -> why it did not train
 
 
 def pick_best(evaluated: list[EvaluatedCandidate], metric: Metric) -> EvaluatedCandidate:
@@ -169,9 +170,10 @@ def train_tabular(
     # ingest -> validate -> version (DVC) -> split -> preprocess (differentially private or not)
     data = prepare_data(config, ws, stages, source_digest)
     # Every candidate, concurrently; mitigations wait for the candidate they post-process.
-    trained = train_candidates(config, ws, stages, data)
+    # A candidate that fails to fit is recorded as failed; the others go on.
+    trained, failed = train_candidates(config, ws, stages, data)
     # evaluate -> export (ONNX + parity) -> audit -> the best that passes the gates -> explain
-    assessment = assess(config, ws, stages, data, trained)
+    assessment = assess(config, ws, stages, data, trained, failed)
     # track -> register -> model card -> gates -> promote
     outcome = register_and_promote(config, ws, stages, data, assessment)
     return summarize(config, ws, stages, data, assessment, outcome)
@@ -198,6 +200,7 @@ class Assessment(BaseModel):
     best: EvaluatedCandidate
     best_explanation: ExplainedModel
     glassbox_explanations: dict[str, ExplainedModel]
+    failed: dict[str, str]  # candidate -> why it did not train, in one line
 
 
 class Outcome(BaseModel):
@@ -233,7 +236,7 @@ def prepare_data(
 ) -> PreparedData:
     staged, origin = stages.run("ingest", ingest_dataset, describe_ingest)(cfg=config.data, ws=ws)
     validated = stages.run("validate", validate_dataset, describe_validation)(
-        staged=staged, origin=origin, cfg=config.data, ws=ws
+        staged=staged, origin=origin, cfg=config.data, split=config.split, ws=ws
     )
     lineage = stages.run("version", version_dataset, describe_lineage)(
         data=validated.data, origin=validated.origin, remote_url=config.data.remote_url, ws=ws
@@ -269,9 +272,10 @@ def prepare_data(
 
 def train_candidates(
     config: TabularConfig, ws: Workspace, stages: StageLog, data: PreparedData
-) -> list[TrainedCandidate]:
-    """Networks get the trainer settings and, when the champion is one, its weights; the other
-    kinds get None for both, which keeps those out of their cache keys."""
+) -> tuple[list[TrainedCandidate], dict[str, str]]:
+    """The trained candidates, and why each of the others failed. Networks get the trainer
+    settings and, when the champion is one, its weights; the other kinds get None for both,
+    which keeps those out of their cache keys."""
     networks = [c for c in config.train.candidates if c.model_kind.network]
     warm = None
     if config.trainer.warm_start and networks:
@@ -279,39 +283,72 @@ def train_candidates(
             registry=config.registry, data_md5=data.lineage.data.md5, ws=ws, kind=networks[0].kind
         )
     schema, splits, seed = config.data.dataset, data.splits, config.train.seed
-    bases = {
-        cfg.name: train.submit(
-            train=splits.train,
-            valid=splits.valid,
-            preprocessor=data.preprocessor,
-            cfg=cfg,
-            schema=schema,
-            seed=seed,
-            trainer=config.trainer if cfg.model_kind.network else None,
-            warm=warm if cfg.model_kind.network else None,
-            ws=ws,
+
+    def waves(done: dict[str, TrainedCandidate]) -> dict[str, PrefectFuture[TrainedCandidate]]:
+        """The base candidates first, then each mitigation whose base trained (Prefect runs
+        the mitigations concurrently, once every base has finished)."""
+        if not submitted:
+            wave = {
+                cfg.name: train.submit(
+                    train=splits.train,
+                    valid=splits.valid,
+                    preprocessor=data.preprocessor,
+                    cfg=cfg,
+                    schema=schema,
+                    seed=seed,
+                    trainer=config.trainer if cfg.model_kind.network else None,
+                    warm=warm if cfg.model_kind.network else None,
+                    ws=ws,
+                )
+                for cfg in config.train.candidates
+                if cfg.base is None
+            }
+        else:
+            wave = {
+                cfg.name: mitigate.submit(
+                    base=done[cfg.base],
+                    valid=splits.valid,
+                    cfg=cfg,
+                    schema=schema,
+                    seed=seed,
+                    ws=ws,
+                )
+                for cfg in config.train.candidates
+                if cfg.base in done and cfg.name not in submitted
+            }
+        submitted.update(wave)
+        return wave
+
+    submitted: set[str] = set()
+    trained, errors = stages.gather_surviving("train", waves, candidate_failure, describe_training)
+    failed = {
+        cfg.name: (
+            candidate_failure_reason(cfg, errors[cfg.name])
+            if cfg.name in errors
+            else f"candidate '{cfg.name}' ({cfg.kind}) not trained: its base '{cfg.base}' failed"
         )
         for cfg in config.train.candidates
-        if cfg.base is None
+        if cfg.name not in {t.name for t in trained}
     }
-    return stages.gather(
-        "train",
-        [
-            bases[cfg.name]
-            if cfg.base is None
-            # Prefect resolves a future passed as an argument: the mitigation waits for its base.
-            else mitigate.submit(
-                base=cast(Any, bases[cfg.base]),
-                valid=splits.valid,
-                cfg=cfg,
-                schema=schema,
-                seed=seed,
-                ws=ws,
-            )
-            for cfg in config.train.candidates
-        ],
-        detail=describe_training,
+    if not trained:
+        raise NoCandidateTrained("no candidate trained: " + "; ".join(failed.values()))
+    order = [cfg.name for cfg in config.train.candidates]
+    return sorted(trained, key=lambda t: order.index(t.name)), failed
+
+
+def candidate_failure(error: BaseException) -> bool:
+    """A candidate's own failure (its fit raised: a degenerate group, a diverging network, a
+    converter bug) fails that candidate only. Our errors (a config or data problem, a full
+    disk), the system's, and interrupts fail the run."""
+    return isinstance(error, Exception) and not isinstance(
+        error, (TrustflowError, OSError, MemoryError)
     )
+
+
+def candidate_failure_reason(cfg: CandidateConfig, error: BaseException) -> str:
+    """One line: the candidate, and the library's own message (its first line)."""
+    message = (str(error).strip().splitlines() or [""])[0][:300]
+    return f"candidate '{cfg.name}' ({cfg.kind}) failed to train: {type(error).__name__}: {message}"
 
 
 def assess(
@@ -320,6 +357,7 @@ def assess(
     stages: StageLog,
     data: PreparedData,
     trained: list[TrainedCandidate],
+    failed: dict[str, str],
 ) -> Assessment:
     schema, test, metric = config.data.dataset, data.splits.test, config.registry.metric
     evaluated = stages.gather(
@@ -380,6 +418,7 @@ def assess(
         best=best,
         best_explanation=explained[0],
         glassbox_explanations={e.explanation.model: e for e in explained[1:]},
+        failed=failed,
     )
 
 
@@ -417,6 +456,7 @@ def register_and_promote(
             privacy=data.privacy,
             release=data.release,
             test=data.splits.test,
+            failed=assessment.failed,
         )
         version, new_version = stages.run(
             "register", registry.register_best, describe_registration(name)
@@ -595,6 +635,7 @@ def model_card(
             gate_reason="ONNX parity and fairness limits met" if verdict is None else verdict,
             privacy=data.privacy.statement,
             encryption=encryption.card_section() if encryption else None,
+            failed=assessment.failed,
             mlflow_run_id=run_id,
         ),
         top_features=config.explain.top_features,
@@ -667,6 +708,7 @@ def summarize(
         cache=stages.cached,
         workspace=str(ws.root),
         encryption=outcome.encryption,
+        failed=assessment.failed,
     )
 
 

@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict
 from tasks.caching import CONTENT_CACHE
 from trustflow.config import DataConfig, SplitConfig
 from trustflow.data.sources import load_source
-from trustflow.data.split import split_frame
+from trustflow.data.split import split_frame, split_problem
 from trustflow.data.validate import ValidationReport, validate_frame
-from trustflow.errors import DataSourceError
+from trustflow.errors import DataSourceError, DataValidationError
 from trustflow.io import file_digest, read_frame, write_frame, write_frame_addressed
 from trustflow.refs import DataRef, SplitRefs
 from trustflow.workspace import Workspace
@@ -50,17 +50,23 @@ class Lineage(BaseModel):
 @task(name="ingest", cache_policy=NO_CACHE, persist_result=False)
 def ingest_dataset(cfg: DataConfig, ws: Workspace) -> tuple[DataRef, str]:
     """Read the source as it is now into a staging file inside the workspace."""
-    loaded = load_source(cfg.source, cache_dir=ws.state_dir / "openml")
+    loaded = load_source(cfg.source, ws.state_dir / "openml", cfg.encoding)
     staged = write_frame_addressed(loaded.frame, ws.staging_dir, cfg.dataset.name)
     return staged, loaded.origin
 
 
 @task(name="validate", cache_policy=NO_CACHE, persist_result=False)
-def validate_dataset(staged: DataRef, origin: str, cfg: DataConfig, ws: Workspace) -> ValidatedData:
-    """Schema check; only data that passes reaches ``data/<name>.parquet``. The staging file is
-    removed either way, so a refused data set leaves nothing behind."""
+def validate_dataset(
+    staged: DataRef, origin: str, cfg: DataConfig, split: SplitConfig, ws: Workspace
+) -> ValidatedData:
+    """Schema check, and enough rows of each class for the split: only data that passes both
+    reaches ``data/<name>.parquet`` (the versioned data). The staging file is removed either
+    way, so a refused data set leaves nothing behind."""
     try:
         clean, report = validate_frame(read_frame(staged), cfg.dataset, cfg.missing, origin)
+        problem = split_problem(clean[cfg.dataset.target.column], split)
+        if problem:
+            raise DataValidationError(f"{origin}: {problem}")
         data = write_frame(clean, ws.data_dir / f"{cfg.dataset.name}.parquet")
     finally:
         staged.path.unlink(missing_ok=True)

@@ -53,10 +53,15 @@ class DatasetSchema(Frozen):
     """The contract the rest of the pipeline relies on."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    # The registered model's name when registry.model_name is not set; unset: ``name``.
+    model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     columns: dict[str, Column]
     target: TargetSpec
     sensitive_features: tuple[str, ...] = ()
     missing_values: tuple[str, ...] = ("?", "")
+    # A numeric value outside its column's bounds: refuse the data, or clip it to the bound
+    # (the validation report counts them).
+    out_of_bounds: Literal["refuse", "clip"] = "refuse"
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSchema:
@@ -94,6 +99,17 @@ class DatasetSchema(Frozen):
         return [c for c in self.feature_columns if isinstance(self.columns[c], CategoricalColumn)]
 
 
+def _yaml(text: str, where: str) -> Any:
+    """Parsed YAML, or one line naming the place (line, column) and the problem."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ConfigError(f"{where} is not valid YAML{at}: {problem}") from None
+
+
 def load_schema(reference: str) -> DatasetSchema:
     """``bundled:<name>`` for a schema shipped with a bundled data set, otherwise a YAML path."""
     if reference.startswith("bundled:"):
@@ -111,7 +127,7 @@ def load_schema(reference: str) -> DatasetSchema:
         except OSError as exc:
             raise ConfigError(f"cannot read schema file {path}: {exc.strerror}") from exc
     try:
-        return DatasetSchema.model_validate(yaml.safe_load(text))
+        return DatasetSchema.model_validate(_yaml(text, f"schema {reference}"))
     except ValidationError as exc:
         raise ConfigError(f"schema {reference}: {_first_error(exc)}") from exc
 
@@ -125,6 +141,8 @@ class DataConfig(Frozen):
     missing: Literal["drop", "impute"] = "drop"
     # Any DVC remote URL; empty means a local remote inside the workspace.
     remote_url: str | None = None
+    # Text encoding of a CSV source.
+    encoding: str = "utf-8"
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -238,6 +256,7 @@ Metric = Literal["roc_auc", "accuracy", "f1", "log_loss"]
 
 
 class RegistryConfig(Frozen):
+    # train-tabular: unset (null) means the data set's own name (see TabularConfig).
     model_name: str = "adult-income"
     alias: str = "champion"
     metric: Metric = "roc_auc"
@@ -285,6 +304,9 @@ class FairnessConfig(Frozen):
     # Limits on the disparity between groups; None turns a limit off.
     max_equalized_odds_difference: Fraction | None = 0.2
     max_demographic_parity_difference: Fraction | None = None
+    # A gated feature with fewer than two measurable groups cannot show the limits were met:
+    # fail the gate, or allow it (the audit still says it was not measured).
+    unmeasured: Literal["fail", "allow"] = "fail"
 
 
 class ExplainConfig(Frozen):
@@ -344,7 +366,7 @@ class PrivacyConfig(Frozen):
 
 
 class TrackingConfig(Frozen):
-    experiment: str = "train-tabular"
+    experiment: str  # the MLflow experiment of the pipeline's runs
 
 
 class TabularConfig(Frozen):
@@ -357,8 +379,40 @@ class TabularConfig(Frozen):
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tracking: TrackingConfig = Field(
+        default_factory=lambda fields: TrackingConfig(experiment=fields["registry"].model_name)
+    )
     encryption: EncryptionConfig = Field(default_factory=EncryptionConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_from_the_data(cls, tree: Any) -> Any:
+        """Unset (or null) ``registry.model_name`` is the schema's ``model_name``, else its
+        ``name``; unset ``tracking.experiment`` is that model name. So a run on another data set
+        registers and tracks under that data set's name, never as adult-income."""
+        if not isinstance(tree, dict):
+            return tree
+        tree = dict(tree)
+        registry, tracking = tree.get("registry") or {}, tree.get("tracking") or {}
+        if isinstance(registry, BaseModel):
+            registry = registry.model_dump()
+        if isinstance(tracking, BaseModel):
+            tracking = tracking.model_dump()
+        if not isinstance(registry, dict) or not isinstance(tracking, dict):
+            return tree  # the field's own validation says what is wrong
+        name = registry.get("model_name")
+        if name is None:
+            data = tree.get("data") or {}
+            dataset = data.dataset if isinstance(data, DataConfig) else data.get("dataset")
+            try:
+                schema = DataConfig(dataset=dataset) if dataset is not None else DataConfig()
+            except (ValidationError, ConfigError):
+                return tree  # the data field's own validation reports it, in its own words
+            name = schema.dataset.model_name or schema.dataset.name
+            tree["registry"] = {**registry, "model_name": name}
+        if tracking.get("experiment") is None:
+            tree["tracking"] = {**tracking, "experiment": name}
+        return tree
 
     @model_validator(mode="after")
     def _encryption_has_a_linear_candidate(self) -> TabularConfig:
@@ -457,6 +511,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {key}: value '{raw}' is not valid YAML") from exc
+    if isinstance(value, dict) and not raw.strip().startswith("{"):
+        value = raw.strip()  # `csv:` or `csv: x` is a source spec, not a mapping
     return key.strip().split("."), value
 
 
@@ -488,16 +544,60 @@ def _over_pipeline_defaults(kind: type[BaseModel], tree: dict[str, Any]) -> dict
     return merged
 
 
-def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def _element(items: list[Any] | tuple[Any, ...], part: str, key: str) -> int:
+    """A list element by index or, for a list of named entries (train.candidates), by name."""
+    if part.isdigit():
+        if int(part) >= len(items):
+            raise ConfigError(f"--set {key}: index {part} is past the {len(items)} entries")
+        return int(part)
+    names = [_named(item) for item in items]
+    if part not in names:
+        known = ", ".join(str(n) for n in names if n is not None) or "none are named"
+        raise ConfigError(f"--set {key}: no entry named '{part}' (entries: {known})")
+    return names.index(part)
+
+
+def _named(item: Any) -> Any:
+    return item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
+
+
+def _default_below(default: Any, part: str, key: str) -> Any:
+    if isinstance(default, BaseModel):
+        return getattr(default, part, None)
+    if isinstance(default, (list, tuple)):
+        return default[_element(default, part, key)]
+    return default.get(part) if isinstance(default, dict) else None
+
+
+def apply_overrides(
+    tree: dict[str, Any], overrides: list[str], defaults: BaseModel | None = None
+) -> dict[str, Any]:
+    """Set each ``a.b.c=value`` in ``tree``. A list is indexed by position or by an entry's
+    name (``train.candidates.hgb.params.max_iter=50``); a list the tree does not have yet is
+    first copied from ``defaults``, the pipeline's built-in config."""
     for text in overrides:
         path, value = parse_override(text)
-        node = tree
+        key = ".".join(path)
+        node: Any = tree
+        default: Any = defaults
         for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {'.'.join(path)}: '{part}' is not a section")
+            default = _default_below(default, part, key)
+            if isinstance(node, list):
+                child = node[_element(node, part, key)]
+            else:
+                if part not in node and isinstance(default, (list, tuple)):
+                    node[part] = [
+                        item.model_dump(mode="json") if isinstance(item, BaseModel) else item
+                        for item in default
+                    ]
+                child = node.setdefault(part, {})
+            if not isinstance(child, (dict, list)):
+                raise ConfigError(f"--set {key}: '{part}' is not a section")
             node = child
-        node[path[-1]] = value
+        if isinstance(node, list):
+            node[_element(node, path[-1], key)] = value
+        else:
+            node[path[-1]] = value
     return tree
 
 
@@ -619,15 +719,14 @@ def load_config(
     tree: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        loaded = _yaml(text, f"config file {path}")
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         tree = loaded or {}
-    tree = _over_pipeline_defaults(kind, apply_overrides(tree, overrides or []))
+    tree = _over_pipeline_defaults(kind, apply_overrides(tree, overrides or [], kind()))
     try:
         return kind.model_validate(tree)
     except ValidationError as exc:

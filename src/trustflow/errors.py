@@ -21,6 +21,10 @@ class GateFailed(TrustflowError):
     """A model failed a gate (ONNX parity, ...); it is recorded but never promoted."""
 
 
+class NoCandidateTrained(TrustflowError):
+    """Every candidate failed to fit; the message gives each one's reason."""
+
+
 class PrivacyBudgetExceeded(TrustflowError):
     """A differentially private release would spend more ε than the data set's budget allows."""
 

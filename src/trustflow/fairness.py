@@ -87,10 +87,12 @@ class FeatureAudit(Frozen):
     gaps: dict[str, Gap]  # disparity metric -> where it comes from
     warnings: list[str]
     violations: list[Violation]
+    # Why a gated feature with limits could not be measured (fails the gate); "" otherwise.
+    unmeasured: str = ""
 
     @property
     def passed(self) -> bool:
-        return not self.violations
+        return not self.violations and not self.unmeasured
 
     def disparities(self) -> dict[str, float | None]:
         return {
@@ -123,7 +125,8 @@ class FairnessAudit(Frozen):
         """One line: the worst violation (the largest excess over its limit), or a pass."""
         violations = self.violations
         if not violations:
-            return "fairness limits met"
+            unmeasured = [f.unmeasured for f in self.features.values() if f.unmeasured]
+            return unmeasured[0] if unmeasured else "fairness limits met"
         worst = max(violations, key=lambda v: v.value - v.limit)
         more = len(violations) - 1
         return worst.describe() + (f" (and {more} more)" if more else "")
@@ -245,7 +248,17 @@ def audit_feature(
             f"{feature}: fewer than two groups with at least {cfg.min_group_rows} rows; "
             "no disparity measured and no limit applied"
         )
+        limited = (cfg.max_equalized_odds_difference, cfg.max_demographic_parity_difference)
+        unmeasured = ""
+        if gated and cfg.unmeasured == "fail" and any(x is not None for x in limited):
+            counts = ", ".join(f"{row.group} {row.count}" for row in rows)
+            unmeasured = (
+                f"{feature} not measured: fewer than two groups with at least "
+                f"{cfg.min_group_rows} test rows and both classes ({counts}); "
+                "fairness.unmeasured=allow accepts that"
+            )
         return FeatureAudit(
+            unmeasured=unmeasured,
             feature=feature,
             gated=gated,
             groups=rows,

@@ -44,6 +44,7 @@ class ModelCardFacts(BaseModel):
     gate_reason: str
     privacy: str = NO_PRIVACY
     encryption: str | None = None  # the encryption parity gate's result, when it ran
+    failed: dict[str, str] = {}  # candidates that did not train, and why
     mlflow_run_id: str
 
 
@@ -56,6 +57,13 @@ def render_model_card(facts: ModelCardFacts, top_features: int = 10) -> str:
         f"Candidate `{facts.candidate}` ({facts.kind}), MLflow run `{facts.mlflow_run_id}`. "
         f"Gates: **{'passed' if facts.gates_passed else 'FAILED'}**: {facts.gate_reason}.",
         "",
+        *(
+            ["Candidates that did not train (the others were compared without them):", ""]
+            + [f"- {reason}" for reason in facts.failed.values()]
+            + [""]
+            if facts.failed
+            else []
+        ),
         "## Intended use",
         "",
         f"Predicts whether `{facts.target}` is `{facts.positive_label}` for one record of the "

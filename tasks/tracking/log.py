@@ -83,6 +83,7 @@ def track_pipeline(
     privacy: PrivacySummary,
     release: PrivateRelease | None,
     test: DataRef,
+    failed: dict[str, str],
 ) -> TrackedRun:
     """Log the whole run: config, lineage, data checks, the gate table and the best candidate's
     explanation, and per candidate its params, metrics, figures, fairness audit, glass-box
@@ -129,9 +130,11 @@ def track_pipeline(
                     "warnings": audited.audit.warnings,
                 }
                 for name, audited in audits.items()
-            },
+            }
+            | {name: {"trained": False, "reason": reason} for name, reason in failed.items()},
             "gates.json",
         )
+        mlflow.set_tags({f"trustflow.failed.{name}": reason for name, reason in failed.items()})
         _log_explanation(best_explanation, "explanation")
         _log_privacy(privacy, release, config.privacy.utility_report)
         candidate_runs: dict[str, str] = {}

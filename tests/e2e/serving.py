@@ -16,7 +16,7 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST_CANDIDATES, write_csv
+from tests.conftest import SAMPLE_RUN, write_csv
 from tests.e2e.processes import BIN, clean_env, free_port, pointed_at, wait_until_up
 from trustflow.config import TabularConfig
 from trustflow.data.validate import validate_frame
@@ -44,7 +44,7 @@ def train_champion(home: Path, adult_sample: pd.DataFrame, *settings: str) -> Tr
     workspace = home / "ws"
     done = subprocess.run(
         [str(BIN / "trustflow"), "run", "--json", "--workspace", str(workspace),
-         "--set", f"data.source=csv:{source}", "--set", FAST_CANDIDATES, *settings],
+         "--set", f"data.source=csv:{source}", *SAMPLE_RUN, *settings],
         env=clean_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

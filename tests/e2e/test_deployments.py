@@ -15,9 +15,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import FAST_CANDIDATE_LIST as FAST
-from tests.conftest import FAST_CANDIDATES, write_csv
+from tests.conftest import SAMPLE_RUN, write_csv
 from tests.e2e.processes import deployed_stack, prefect_api
 from tests.faults.runs import start_run
+
+SAMPLE_FAIRNESS = {"unmeasured": "allow"}  # as SAMPLE_RUN sets it: race is too thin to measure
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -87,7 +89,11 @@ def test_a_run_triggered_like_the_ui_completes_on_the_worker(deployed, adult_sam
     source = write_csv(adult_sample, tmp_path / "adult.csv")
     api = deployed["api"]
     parameters = {
-        "config": {"data": {"source": f"csv:{source}"}, "train": {"candidates": FAST}},
+        "config": {
+            "data": {"source": f"csv:{source}"},
+            "train": {"candidates": FAST},
+            "fairness": SAMPLE_FAIRNESS,
+        },
         "workspace": deployed["workspace"],
     }
     triggered = time.monotonic()
@@ -114,7 +120,7 @@ def test_two_runs_at_once_take_turns_on_the_alias(deployed, adult_sample, tmp_pa
     runs = []
     for seed in (7, 8):  # other models than the first test's, so new versions are registered
         source = write_csv(adult_sample, tmp_path / f"adult-{seed}.csv")
-        config = {"data": {"source": f"csv:{source}"},
+        config = {"data": {"source": f"csv:{source}"}, "fairness": SAMPLE_FAIRNESS,
                   "train": {"candidates": FAST, "seed": seed}}  # fmt: skip
         runs.append(_trigger(api, {"config": config, "workspace": deployed["workspace"]}))
     finished = [_finished(api, run_id, timeout=400) for run_id in runs]
@@ -168,7 +174,7 @@ def test_four_cli_runs_at_once_against_the_servers_all_complete(deployed, sample
     ws = tmp_path / "ws"
     ws.mkdir()
     model = f"adult-income-four-{uuid.uuid4().hex[:6]}"  # a registry of its own in the server
-    args = ("--json", "--set", f"data.source=csv:{sample_csv}", "--set", FAST_CANDIDATES,
+    args = ("--json", "--set", f"data.source=csv:{sample_csv}", *SAMPLE_RUN,
             "--set", f"registry.model_name={model}")  # fmt: skip
     servers = {"PREFECT_API_URL": deployed["api"], "MLFLOW_TRACKING_URI": deployed["mlflow"]}
     processes = [start_run(ws, *args, **servers) for _ in range(4)]

@@ -60,7 +60,7 @@ def test_dvc_repro_matches_the_flow_and_round_trips_the_remote(tmp_path: Path) -
     ws = Workspace(root=tmp_path / "flow-ws")
     staged, origin = ingest_dataset.fn(cfg.data, ws)
     staged_md5 = staged.md5  # validate removes the staging file
-    data = validate_dataset.fn(staged, origin, cfg.data, ws).data
+    data = validate_dataset.fn(staged, origin, cfg.data, cfg.split, ws).data
     splits = split_dataset.fn(data, cfg.split, cfg.data.dataset.target.column, ws)
     preprocessor = preprocess.fn(splits.train, cfg.data.dataset, ws)
 

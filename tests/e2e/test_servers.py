@@ -12,7 +12,7 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST_CANDIDATES, write_csv
+from tests.conftest import SAMPLE_RUN, write_csv
 from tests.e2e.processes import BIN, clean_env, free_port, wait_until_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -73,7 +73,7 @@ def test_run_is_recorded_in_both_servers(servers, adult_sample, tmp_path) -> Non
     workspace = tmp_path / "ws"
     done = subprocess.run(
         [str(BIN / "trustflow"), "run", "--json", "--workspace", str(workspace),
-         "--set", f"data.source=csv:{source}", "--set", FAST_CANDIDATES],
+         "--set", f"data.source=csv:{source}", *SAMPLE_RUN],
         env=clean_env(PREFECT_API_URL=prefect_api, MLFLOW_TRACKING_URI=mlflow_uri),
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -105,7 +105,7 @@ def test_a_tracking_server_lost_mid_run_fails_in_one_line_and_leaves_the_champio
     def trustflow_run(data: Path, *output: str) -> subprocess.Popen:
         return subprocess.Popen(
             [str(BIN / "trustflow"), "run", *output, "--workspace", str(workspace),
-             "--set", f"data.source=csv:{data}", "--set", FAST_CANDIDATES],
+             "--set", f"data.source=csv:{data}", *SAMPLE_RUN],
             env=clean_env(PREFECT_API_URL=prefect_api, MLFLOW_TRACKING_URI=uri),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -155,7 +155,7 @@ def test_a_registry_lost_between_registration_and_promotion_moves_no_alias(
     def trustflow_run(data: Path) -> subprocess.Popen:
         return subprocess.Popen(
             [str(BIN / "trustflow"), "run", "--workspace", str(tmp_path / "ws"),
-             "--set", f"data.source=csv:{data}", "--set", FAST_CANDIDATES,
+             "--set", f"data.source=csv:{data}", *SAMPLE_RUN,
              "--set", "fairness.max_equalized_odds_difference=null"],
             env=clean_env(PREFECT_API_URL=prefect_api, MLFLOW_TRACKING_URI=uri),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

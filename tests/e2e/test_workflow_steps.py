@@ -14,7 +14,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST_CANDIDATES, write_csv
+from tests.conftest import FAST_CANDIDATES, SMALL_SAMPLE_FAIRNESS, write_csv
 from tests.e2e.processes import BIN, REPO, clean_env, prefect_api
 from tests.github_actions import WORKFLOWS, StepResult, run_job
 
@@ -68,7 +68,8 @@ def _champion(client: MlflowClient) -> str | None:
 
 def _data_overrides(adult_sample, tmp_path: Path) -> list[str]:
     source = write_csv(adult_sample, tmp_path / "adult.csv")
-    return [f"data.source=csv:{source}", FAST_CANDIDATES, f"registry.model_name={MODEL}"]
+    sample = [FAST_CANDIDATES, SMALL_SAMPLE_FAIRNESS]
+    return [f"data.source=csv:{source}", *sample, f"registry.model_name={MODEL}"]
 
 
 def test_the_job_passes_and_writes_the_gates_and_the_model_card(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_CANDIDATES
+from tests.conftest import SAMPLE_RUN
 from tests.faults.runs import start_run
 from tests.flows.helpers import champion, versions
 
@@ -23,7 +23,7 @@ def test_runs_started_together_on_one_workspace_queue_and_all_complete(
 ) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
-    args = ("--json", "--set", f"data.source=csv:{sample_csv}", "--set", FAST_CANDIDATES)
+    args = ("--json", "--set", f"data.source=csv:{sample_csv}", *SAMPLE_RUN)
     processes = [start_run(ws, *args) for _ in range(RUNS)]
     results = [(process, *process.communicate(timeout=1200)) for process in processes]
 

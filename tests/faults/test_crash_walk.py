@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_CANDIDATES
+from tests.conftest import SAMPLE_RUN
 from tests.e2e.processes import BIN
 from tests.faults.runs import Watched, none_left_behind, query
 from tests.faults.runs import run as run_trustflow
@@ -42,7 +42,7 @@ def _dvc_status(ws: Path, *options: str) -> dict:
 def test_a_kill_at_every_stage_boundary_loses_nothing(tmp_path: Path, sample_csv: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
-    args = ("--json", "--set", f"data.source=csv:{sample_csv}", "--set", FAST_CANDIDATES)
+    args = ("--json", "--set", f"data.source=csv:{sample_csv}", *SAMPLE_RUN)
     db = ws / "mlflow.db"
     for stage in STAGES:
         run = Watched(ws, *args)

@@ -14,7 +14,7 @@ from mlflow.entities import LoggedModelStatus
 from tasks.tracking.registry import version_model_id
 from tasks.tracking.source import RegistrySource
 from tasks.tracking.tags import REAPED_BY_TAG
-from tests.conftest import FAST_CANDIDATES
+from tests.conftest import SAMPLE_RUN
 from tests.e2e.processes import pointed_at
 from tests.faults.runs import kill_when, none_left_behind, query, run, start_run
 from tests.flows.helpers import client_for, versions
@@ -29,7 +29,7 @@ PENDING = LoggedModelStatus.PENDING.to_int()
 def test_a_model_killed_mid_save_never_becomes_champion(tmp_path: Path, sample_csv: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
-    args = ("--json", "--set", f"data.source=csv:{sample_csv}", "--set", FAST_CANDIDATES)
+    args = ("--json", "--set", f"data.source=csv:{sample_csv}", *SAMPLE_RUN)
     db = ws / "mlflow.db"
     # hgb is logged last and is the best of the two: kill while its model is PENDING, i.e.
     # after MLflow wrote its content tags and before its files are complete.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_CANDIDATES
+from tests.conftest import SAMPLE_RUN
 from tests.faults.runs import Watched, left_behind, query
 from tests.flows.helpers import versions
 
@@ -46,7 +46,7 @@ def test_an_interrupted_run_ends_cleanly(
     ws = tmp_path / "ws"
     ws.mkdir()
     # The default candidates keep train busy long enough to be interrupted in it.
-    fast = () if after == "warm-start" else ("--set", FAST_CANDIDATES)
+    fast = () if after == "warm-start" else SAMPLE_RUN
     run = Watched(ws, "--json", "--set", f"data.source=csv:{sample_csv}", *fast)
     run.wait_for_stage(after)
     if to_group:
@@ -90,7 +90,7 @@ def test_an_interrupted_run_ends_cleanly(
 def test_a_second_ctrl_c_ends_the_run_at_once(tmp_path: Path, sample_csv: Path) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
-    run = Watched(ws, "--set", f"data.source=csv:{sample_csv}", "--set", FAST_CANDIDATES)
+    run = Watched(ws, "--set", f"data.source=csv:{sample_csv}", *SAMPLE_RUN)
     run.wait_for_stage("split")
     os.killpg(run.process.pid, signal.SIGINT)
     time.sleep(0.3)  # the first one is being handled (a Ctrl-C, then an impatient second)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_CANDIDATES
+from tests.conftest import SAMPLE_RUN
 from tests.faults.runs import run
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
@@ -19,7 +19,7 @@ def test_a_temporary_server_that_does_not_answer_in_time_is_one_line(
     ws = tmp_path / "ws"
     ws.mkdir()
     # A zero budget stands for a machine too busy to start the server in time.
-    done = run(ws, "--json", "--set", f"data.source=csv:{sample_csv}", "--set", FAST_CANDIDATES,
+    done = run(ws, "--json", "--set", f"data.source=csv:{sample_csv}", *SAMPLE_RUN,
                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0")  # fmt: skip
     assert done.returncode == 1
     summary = json.loads(done.stdout)

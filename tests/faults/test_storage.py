@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_CANDIDATES, tmpfs
+from tests.conftest import SAMPLE_RUN, tmpfs
 from tests.faults.runs import Watched, query
 from tests.faults.runs import run as run_trustflow
 from tests.flows.helpers import champion, versions
@@ -41,9 +41,7 @@ def test_a_damaged_mlflow_store_is_named_and_left_as_it_is(
     tmp_path: Path, sample_csv: Path, trained, damage: str, problem: str
 ) -> None:
     ws, before = _store(tmp_path, trained, damage)
-    done = run_trustflow(
-        ws, "--json", "--set", f"data.source=csv:{sample_csv}", "--set", FAST_CANDIDATES
-    )
+    done = run_trustflow(ws, "--json", "--set", f"data.source=csv:{sample_csv}", *SAMPLE_RUN)
     assert done.returncode == 1
     error = json.loads(done.stdout)["error"]
     assert error.startswith(f"MLflow store {ws / 'mlflow.db'} is damaged (")
@@ -98,7 +96,7 @@ def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_completes(
     small_disk: Path, sample_csv: Path
 ) -> None:
     ws = small_disk
-    args = ("--json", "--set", f"data.source=csv:{sample_csv}", "--set", FAST_CANDIDATES)
+    args = ("--json", "--set", f"data.source=csv:{sample_csv}", *SAMPLE_RUN)
     run = Watched(ws, *args)
     run.wait_for_stage("validate")  # the data is in; the disk fills before it is versioned
     filler = ws.parent / "filler"

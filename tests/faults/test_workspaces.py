@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tasks.tracking.registry import version_model_id
-from tests.conftest import FAST_CANDIDATES, write_csv
+from tests.conftest import SAMPLE_RUN, write_csv
 from tests.e2e.processes import pointed_at
 from tests.faults.runs import run
 from tests.flows.helpers import client_for, versions
@@ -35,7 +35,7 @@ def test_a_copied_workspace_runs_on_its_own_files(
     home = tmp_path / "home"
     home.mkdir()
     source = write_csv(adult_sample, tmp_path / "adult.csv")
-    args = ("--json", "--set", f"data.source=csv:{source}", "--set", FAST_CANDIDATES,
+    args = ("--json", "--set", f"data.source=csv:{source}", *SAMPLE_RUN,
             "--set", "fairness.max_equalized_odds_difference=null")  # fmt: skip
     original = tmp_path / "original"
     original.mkdir()

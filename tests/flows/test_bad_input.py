@@ -78,6 +78,65 @@ def test_bad_input_fails_cleanly(case, workspace, adult_sample, tmp_path, capsys
     assert after == before
 
 
+def _cut(text: str) -> str:
+    return text[: text.rindex("\n", 0, len(text) - 1) + 20]  # the last row cut mid-line
+
+
+def _trailing_comma(text: str) -> str:
+    lines = text.split("\n")
+    lines[40] += ","
+    return "\n".join(lines)
+
+
+def _one_percent_out_of_bounds(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[frame.index[::100], "age"] = "-5"
+    return frame
+
+
+def _five_of_each_class(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.groupby("income").head(5)
+
+
+# case -> (how to break the file's text, error type, what the message must name). Each of
+# these was accepted once: a model trained on them was registered, and once promoted.
+RAW_CASES = {
+    "cut-mid-line": (_cut, "DataSourceError", "appears truncated at line 3001"),
+    "trailing-comma": (_trailing_comma, "DataSourceError",
+                       "line 41 has 16 fields, the header has 15 (a trailing comma?)"),
+    "out-of-bounds": ("frame", _one_percent_out_of_bounds, "DataValidationError",
+                      "column 'age' has -5 (row 1), outside its bounds [17, 90], and 29 more"),
+    "infinite": ("frame", set_cell("capital_gain", 11, "inf"), "DataValidationError",
+                 "column 'capital_gain' has 'inf' (row 12)"),
+    "too-few-rows": ("frame", _five_of_each_class, "DataValidationError",
+                     "10 rows are too few for the split"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(RAW_CASES))
+def test_malformed_files_fail_cleanly(case, workspace, adult_sample, tmp_path, capsys) -> None:
+    """Nothing registered, and the versioned data (data/adult.parquet) stays what it was."""
+    *how, error_type, expected = RAW_CASES[case]
+    bad = tmp_path / f"{case}.csv"
+    if how[0] == "frame":
+        write_csv(how[1](adult_sample), bad)
+    else:
+        bad.write_text(how[0](adult_sample.to_csv(index=False)), encoding="utf-8")
+    before = _state_of(workspace)
+
+    code, summary, err = run_cli(
+        capsys, "--workspace", str(workspace), "--set", f"data.source=csv:{bad}",
+        "--set", FAST_CANDIDATES,
+    )  # fmt: skip
+
+    assert code == 1 and summary["error_type"] == error_type, summary
+    assert str(bad) in summary["error"] and expected in summary["error"], summary["error"]
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    after = _state_of(workspace)
+    assert set(after.pop("files")) ^ set(before.pop("files")) == set()
+    assert after == before
+
+
 def test_invalid_config_fails_before_anything_runs(workspace, capsys) -> None:
     before = _state_of(workspace)
     code, summary, err = run_cli(capsys, "--workspace", str(workspace), "--set", "split.seed=x")

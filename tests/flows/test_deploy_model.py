@@ -23,7 +23,7 @@ import yaml
 
 from flows.cli import main
 from tasks.docker_engine import VERIFY_LABEL
-from tests.conftest import FAST_CANDIDATES, write_csv
+from tests.conftest import FAST_CANDIDATES, SMALL_SAMPLE_FAIRNESS, write_csv
 from tests.docker_engine import BASE_IMAGE, docker_client
 from tests.e2e.processes import free_port, wait_until_up
 from tests.flows.helpers import champion, client_for
@@ -41,7 +41,7 @@ def ws(tmp_path_factory, adult_sample: pd.DataFrame) -> Workspace:
     source = write_csv(adult_sample, root / "adult.csv")
 
     def run(*overrides: str) -> int:
-        sets = [f"data.source=csv:{source}", FAST_CANDIDATES, *overrides]
+        sets = [f"data.source=csv:{source}", FAST_CANDIDATES, SMALL_SAMPLE_FAIRNESS, *overrides]
         return main(
             ["run", "--json", "--workspace", str(root), *(a for o in sets for a in ("--set", o))]
         )

@@ -45,7 +45,7 @@ def test_the_keras_network_is_registered_with_its_framework_and_onnx_parity(kera
 
 def test_its_epochs_go_to_mlflow_and_tensorboard_and_new_data_fine_tunes_it(keras_ws) -> None:
     client = client_for(keras_ws)
-    experiment = client.get_experiment_by_name("train-tabular").experiment_id
+    experiment = client.get_experiment_by_name("adult-income").experiment_id
     cold, warm = client.search_runs(
         [experiment], "tags.mlflow.runName = 'keras'", order_by=["start_time"]
     )

@@ -41,7 +41,7 @@ def networks(tmp_path_factory, adult_raw: pd.DataFrame) -> Path:
 
 def _mlp_runs(ws: Path) -> list:
     client = client_for(ws)
-    experiment = client.get_experiment_by_name("train-tabular").experiment_id
+    experiment = client.get_experiment_by_name("adult-income").experiment_id
     runs = client.search_runs([experiment], "tags.mlflow.runName = 'mlp'", order_by=["start_time"])
     return list(runs)
 

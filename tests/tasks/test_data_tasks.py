@@ -8,6 +8,7 @@ import yaml
 
 from tasks.data import ingest_dataset, validate_dataset, version_dataset
 from tests.conftest import small_config, write_csv
+from trustflow.config import SplitConfig
 from trustflow.errors import DataValidationError
 from trustflow.io import file_digest
 from trustflow.workspace import Workspace
@@ -16,7 +17,7 @@ from trustflow.workspace import Workspace
 def _prepare(source: Path, ws: Workspace):
     cfg = small_config(source).data
     staged, origin = ingest_dataset.fn(cfg, ws)
-    return cfg, validate_dataset.fn(staged, origin, cfg, ws)
+    return cfg, validate_dataset.fn(staged, origin, cfg, SplitConfig(), ws)
 
 
 def test_version_tracks_the_data_with_dvc_and_pushes_it(sample_csv: Path, tmp_path: Path) -> None:

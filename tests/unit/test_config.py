@@ -63,9 +63,12 @@ def test_unreadable_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"missing\.yaml"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("data: [unclosed")
-    with pytest.raises(ConfigError, match=r"bad\.yaml is not valid YAML"):
+    bad.write_text("data:\n  source: csv:x.csv\n   missing: drop\n")
+    with pytest.raises(ConfigError) as caught:
         load_config(bad)
+    message = str(caught.value)  # one line: the file, where, and what
+    assert message.startswith(f"config file {bad} is not valid YAML, line 3, column 11: ")
+    assert "\n" not in message
 
 
 def test_schema_target_must_have_two_categories() -> None:
@@ -105,6 +108,11 @@ def test_schema_reference_to_a_file(tmp_path: Path) -> None:
         None, [f"data.dataset={schema}", "train.candidates=[{name: lr, kind: logistic_regression}]"]
     )
     assert cfg.data.dataset.name == "toy" and cfg.data.dataset.numeric_features == ["x"]
+    # Named after the data, not adult-income; an explicit name still wins.
+    assert cfg.registry.model_name == "toy" and cfg.tracking.experiment == "toy"
+    one = "train.candidates=[{name: lr, kind: logistic_regression}]"
+    named = load_config(None, [f"data.dataset={schema}", "registry.model_name=m", one])
+    assert named.registry.model_name == "m" and named.tracking.experiment == "m"
     with pytest.raises(ConfigError, match=r"nope\.yaml"):
         load_config(None, [f"data.dataset={tmp_path / 'nope.yaml'}"])
 
@@ -117,3 +125,41 @@ def test_setting_one_key_keeps_the_pipelines_own_defaults_for_the_rest() -> None
     assert config.tracking.experiment == "train-digits"
     tabular = load_config(None, ["registry.model_name=credit"])
     assert tabular.registry.metric == "roc_auc"
+
+
+def test_the_bundled_data_keeps_its_model_name() -> None:
+    cfg = TabularConfig()
+    assert cfg.registry.model_name == "adult-income" == cfg.tracking.experiment
+
+
+def test_set_reaches_into_lists_by_entry_name_or_index() -> None:
+    cfg = load_config(None, ["train.candidates.hgb-fair.params.sensitive_feature=race",
+                             "train.candidates.0.params.C=0.5"])  # fmt: skip
+    by_name = {c.name: c for c in cfg.train.candidates}
+    assert by_name["hgb-fair"].params["sensitive_feature"] == "race"
+    assert by_name["hgb-fair"].params["base"] == "hgb"  # the rest of the entry is kept
+    assert by_name["logreg"].params == {"C": 0.5}
+    assert list(by_name) == [c.name for c in TabularConfig().train.candidates]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.candidates.svm.params.C=1",
+         "--set train.candidates.svm.params.C: no entry named 'svm' (entries: logreg, hgb,"),
+        ("train.candidates.9.kind=mlp", "--set train.candidates.9.kind: index 9 is past the 5"),
+        ("train.candidates.hgb.params.max_iters=3", "unknown param 'max_iters'"),
+    ],
+)  # fmt: skip
+def test_bad_list_overrides_name_the_entry(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected.replace(".", r"\.").replace("(", r"\(")):
+        load_config(None, [override])
+
+
+def test_an_empty_source_path_says_so() -> None:
+    from trustflow.data.sources import load_source
+    from trustflow.errors import DataSourceError
+
+    spec = load_config(None, ["data.source=csv:"]).data.source  # a string, not a YAML mapping
+    with pytest.raises(DataSourceError, match=r"data source 'csv:': the path is missing"):
+        load_source(spec)

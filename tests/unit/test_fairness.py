@@ -86,8 +86,25 @@ def test_a_group_without_positive_rows_has_no_tpr_and_is_not_measured() -> None:
     sex = audit_predictions("m", frame, target, predicted, ("sex",), cfg).features["sex"]
     female = next(g for g in sex.groups if g.group == "Female")
     assert female.tpr is None and female.note == "no positive rows" and not female.measured
-    assert sex.equalized_odds_difference is None and sex.passed
+    assert sex.equalized_odds_difference is None
     assert any("fewer than two groups" in w for w in sex.warnings)
+
+
+def test_a_gated_feature_that_cannot_be_measured_fails_unless_allowed() -> None:
+    """One Female row: no disparity can be measured, so no limit can be said to be met."""
+    frame = pd.DataFrame({"sex": ["Female"] + ["Male"] * 199})
+    target, predicted = RNG.integers(0, 2, 200), RNG.integers(0, 2, 200)
+    cfg = FairnessConfig(min_group_rows=10)
+    audit = audit_predictions("m", frame, target, predicted, ("sex",), cfg)
+    assert not audit.passed
+    assert audit.reason().startswith("sex not measured: fewer than two groups with at least 10")
+    assert "Female 1, Male 199" in audit.reason() and "fairness.unmeasured=allow" in audit.reason()
+    allowed = FairnessConfig(min_group_rows=10, unmeasured="allow")
+    audit = audit_predictions("m", frame, target, predicted, ("sex",), allowed)
+    assert audit.passed and audit.reason() == "fairness limits met"
+    assert any("fewer than two groups" in w for w in audit.warnings)
+    no_limits = FairnessConfig(min_group_rows=10, max_equalized_odds_difference=None)
+    assert audit_predictions("m", frame, target, predicted, ("sex",), no_limits).passed
 
 
 def test_a_broken_limit_names_metric_feature_groups_value_and_limit(predictions) -> None:

@@ -76,3 +76,63 @@ def test_openml_failure_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
     )
     with pytest.raises(DataSourceError, match="openml:adult could not be fetched"):
         load_source("openml:adult", cache_dir=tmp_path)
+
+
+def _lines(frame: pd.DataFrame, rows: int = 20) -> list[str]:
+    return frame.head(rows).to_csv(index=False).splitlines()
+
+
+# case -> (how to change the file's lines, what the message must say)
+MALFORMED_CSV = {
+    "cut mid-line": (lambda ls: "\n".join(ls)[:-25], "appears truncated at line 21"),
+    "a field too many": (
+        lambda ls: "\n".join([*ls[:5], ls[5] + ",", *ls[6:]]) + "\n",
+        "line 6 has 16 fields, the header has 15 (a trailing comma?)",
+    ),
+    "a field too few": (
+        lambda ls: "\n".join([*ls[:3], ls[3].rsplit(",", 1)[0], *ls[4:]]) + "\n",
+        "line 4 has 14 fields, the header has 15",
+    ),
+    "duplicated header name": (
+        lambda ls: "\n".join([ls[0].replace("race", "sex"), *ls[1:]]) + "\n",
+        "column 'sex' appears twice in the header (fields 9 and 10)",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_CSV))
+def test_malformed_csv_lines_are_refused_by_line(case, adult_sample, tmp_path: Path) -> None:
+    change, expected = MALFORMED_CSV[case]
+    path = tmp_path / "bad.csv"
+    path.write_text(change(_lines(adult_sample)), encoding="utf-8")
+    with pytest.raises(DataSourceError) as caught:
+        load_source(f"csv:{path}")
+    assert str(caught.value).startswith(str(path)) and expected in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_last_line_without_a_line_end_is_fine_when_whole(adult_sample, tmp_path: Path) -> None:
+    path = tmp_path / "whole.csv"
+    path.write_text("\n".join(_lines(adult_sample)), encoding="utf-8")
+    assert len(load_source(f"csv:{path}").frame) == 20
+
+
+def test_a_byte_the_encoding_cannot_read_is_named_by_line_and_column(
+    adult_sample, tmp_path: Path
+) -> None:
+    lines = _lines(adult_sample)
+    lines[7] = lines[7].replace(",Male,", ",M\u00e4le,").replace(",Female,", ",F\u00e9male,")
+    path = tmp_path / "latin.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    with pytest.raises(DataSourceError) as caught:
+        load_source(f"csv:{path}")
+    message = str(caught.value)
+    assert message.startswith(f"{path}: byte 0x") and "at line 8, column 'sex'" in message
+    assert "set data.encoding" in message
+    frame = load_source(f"csv:{path}", encoding="latin-1").frame  # data.encoding reads it
+    assert frame.loc[6, "sex"] in ("M\u00e4le", "F\u00e9male")
+
+
+def test_a_folder_is_not_called_missing(tmp_path: Path) -> None:
+    with pytest.raises(DataSourceError, match=f"data path {tmp_path} is a folder"):
+        load_source(f"csv:{tmp_path}")

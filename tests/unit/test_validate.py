@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import set_cell, with_header_row
-from trustflow.config import TabularConfig
+from trustflow.config import NumericColumn, TabularConfig
 from trustflow.data.validate import validate_frame
 from trustflow.errors import DataValidationError
 
@@ -21,6 +21,12 @@ BAD_INPUTS = {
     "all-null column": (lambda f: f.assign(occupation="?"), ["column 'occupation'", "all null"]),
     "one target class": (lambda f: f.assign(income="<=50K"), ["target 'income'", "1 class(es)"]),
     "duplicated header row": (with_header_row(10), ["row 11 repeats the header row"]),
+    "below its bounds": (set_cell("age", 4, "-5"),
+                         ["column 'age' has -5 (row 5), outside its bounds [17, 90]",
+                          "out_of_bounds: clip"]),
+    "infinite": (set_cell("hours_per_week", 2, "inf"), ["'hours_per_week' has 'inf' (row 3)",
+                                                        "not a finite number"]),
+    "overflowing": (set_cell("fnlwgt", 6, "1e309"), ["'fnlwgt' has '1e309' (row 7)"]),
 }  # fmt: skip
 
 
@@ -61,3 +67,52 @@ def test_output_is_typed_and_in_schema_order(adult_sample: pd.DataFrame) -> None
     frame, _ = validate_frame(shuffled, SCHEMA, "drop", "x")
     assert list(frame.columns) == list(SCHEMA.columns)
     assert all(frame[c].dtype == "float64" for c in SCHEMA.numeric_features)
+
+
+def test_values_past_the_bounds_are_clipped_and_counted_when_the_schema_says_so(
+    adult_sample: pd.DataFrame,
+) -> None:
+    frame = adult_sample.copy()
+    frame.loc[[3, 8], "age"] = ["-5", "130"]
+    clipping = SCHEMA.model_copy(update={"out_of_bounds": "clip"})
+    clean, report = validate_frame(frame, clipping, "impute", "data/in.csv")
+    assert report.clipped_by_column == {"age": 2}
+    assert clean.loc[3, "age"] == 17 and clean.loc[8, "age"] == 90
+    assert clean["age"].between(17, 90).all()
+
+
+def test_a_huge_value_in_a_column_without_bounds_is_refused(adult_sample: pd.DataFrame) -> None:
+    unbounded = SCHEMA.model_copy(update={"columns": {**SCHEMA.columns, "fnlwgt": NumericColumn()}})
+    frame = set_cell("fnlwgt", 0, "1e200")(adult_sample)
+    with pytest.raises(DataValidationError, match=r"'fnlwgt' has '1e200' \(row 1\)"):
+        validate_frame(frame, unbounded, "drop", "x.csv")
+    validate_frame(set_cell("fnlwgt", 0, "1e12")(adult_sample), unbounded, "drop", "x.csv")
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        (10, "10 rows are too few for the split (split.test_size 0.2, split.valid_size 0.1): "
+             "each split needs a row of each of the 2 classes, which takes at least 12 rows"),
+        (2000, None),
+    ],
+)  # fmt: skip
+def test_too_few_rows_for_the_split_are_named(rows, expected, adult_sample) -> None:
+    from trustflow.config import SplitConfig
+    from trustflow.data.split import split_frame, split_problem
+
+    balanced = pd.concat(
+        [adult_sample[adult_sample.income == label].head(rows // 2) for label in ("<=50K", ">50K")]
+    )
+    assert split_problem(balanced["income"], SplitConfig()) == expected
+    if expected is None:
+        splits = split_frame(balanced, "income", SplitConfig())
+        assert min(len(splits.train), len(splits.valid), len(splits.test)) > 0
+    else:
+        with pytest.raises(DataValidationError, match="too few for the split"):
+            split_frame(balanced, "income", SplitConfig())
+    one_row = pd.concat([balanced, adult_sample[adult_sample.income == ">50K"].head(0)])
+    lonely = one_row.assign(income=["<=50K"] * (len(one_row) - 1) + [">50K"])
+    assert split_problem(lonely["income"], SplitConfig()) == (
+        "class '>50K' of the target has 1 row(s); each class needs at least 3, one in each split"
+    )

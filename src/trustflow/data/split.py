@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from trustflow.config import SplitConfig
+from trustflow.errors import DataValidationError
 
 
 @dataclass(frozen=True)
@@ -17,8 +19,43 @@ class Splits:
     test: pd.DataFrame
 
 
+def _sizes(rows: int, cfg: SplitConfig) -> tuple[int, ...]:
+    """(train, valid, test) rows as scikit-learn's ``train_test_split`` sizes them; no valid
+    split when ``valid_size`` is 0."""
+    test = math.ceil(cfg.test_size * rows)
+    rest = rows - test
+    if cfg.valid_size == 0:
+        return rest, test
+    valid = math.ceil(cfg.valid_size / (1 - cfg.test_size) * rest)
+    return rest - valid, valid, test
+
+
+def split_problem(labels: pd.Series, cfg: SplitConfig) -> str | None:
+    """Why these labels cannot be split as configured (every split stratified, so each needs a
+    row of every class), or None."""
+    counts = labels.value_counts()
+    classes = len(counts)
+    splits = len(_sizes(1, cfg))
+    if counts.min() < splits:
+        return (
+            f"class '{counts.idxmin()}' of the target has {counts.min()} row(s); each class "
+            f"needs at least {splits}, one in each split"
+        )
+    if min(_sizes(len(labels), cfg)) >= classes:
+        return None
+    need = next(n for n in range(classes, 1_000_000) if min(_sizes(n, cfg)) >= classes)
+    return (
+        f"{len(labels)} rows are too few for the split (split.test_size {cfg.test_size:g}, "
+        f"split.valid_size {cfg.valid_size:g}): each split needs a row of each of the "
+        f"{classes} classes, which takes at least {need} rows"
+    )
+
+
 def split_frame(frame: pd.DataFrame, target: str, cfg: SplitConfig) -> Splits:
     """Stratified on the target; the same seed always gives the same rows."""
+    problem = split_problem(frame[target], cfg)
+    if problem:
+        raise DataValidationError(problem)
     rest, test = train_test_split(
         frame, test_size=cfg.test_size, stratify=frame[target], random_state=cfg.seed
     )

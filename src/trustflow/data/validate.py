@@ -20,6 +20,13 @@ class ValidationReport(BaseModel):
     rows_with_missing: int  # rows with at least one missing feature value
     rows_dropped: int
     missing_by_column: dict[str, int]
+    # values moved to the nearest bound, per column (the schema's ``out_of_bounds: clip``)
+    clipped_by_column: dict[str, int] = {}
+
+
+# Beyond this a value's square overflows float64 (scaling and variances square it): such a
+# number is a corrupt cell, not data.
+LARGEST_USABLE = 1e150
 
 
 def _first(mask: pd.Series, values: pd.Series) -> tuple[int, object]:
@@ -55,6 +62,7 @@ def validate_frame(
         raise DataValidationError(f"{origin}: unexpected column(s) {extra_cols} not in the schema")
 
     typed: dict[str, pd.Series] = {}
+    clipped: dict[str, int] = {}
     for name, spec in schema.columns.items():
         text = as_text[name]
         absent = text.isna() | text.isin(list(schema.missing_values))
@@ -79,6 +87,17 @@ def validate_frame(
                     f"{origin}: column '{name}' expects numbers, found '{value}' (row {row})"
                 )
             typed[name] = numbers.astype("float64")
+            unusable = ~absent & ~(typed[name].abs() <= LARGEST_USABLE)
+            if unusable.any():
+                row, value = _first(unusable, text)
+                raise DataValidationError(
+                    f"{origin}: column '{name}' has '{value}' (row {row}), which is not a "
+                    f"finite number of at most {LARGEST_USABLE:g} in size"
+                )
+            if spec.bounds is not None:
+                typed[name], clipped[name] = _bounded(
+                    typed[name], text, name, spec.bounds, schema.out_of_bounds, origin
+                )
     clean = pd.DataFrame(typed)
 
     target = schema.target.column
@@ -103,5 +122,32 @@ def validate_frame(
         rows_with_missing=int(incomplete.sum()),
         rows_dropped=int(drop.sum()),
         missing_by_column=missing_by_column,
+        clipped_by_column={c: n for c, n in clipped.items() if n},
     )
     return clean, report
+
+
+def _bounded(
+    numbers: pd.Series,
+    text: pd.Series,
+    name: str,
+    bounds: tuple[float, float],
+    policy: Literal["refuse", "clip"],
+    origin: str,
+) -> tuple[pd.Series, int]:
+    """The column within the schema's bounds: refused, or clipped with a count, as the schema
+    says. Privacy accounting and the model both rely on values staying inside them."""
+    low, high = bounds
+    outside = (numbers < low) | (numbers > high)  # NaN (missing) compares False
+    if not outside.any():
+        return numbers, 0
+    if policy == "clip":
+        return numbers.clip(low, high), int(outside.sum())
+    row, value = _first(outside, text)
+    more = int(outside.sum()) - 1
+    raise DataValidationError(
+        f"{origin}: column '{name}' has {value} (row {row}), outside its bounds "
+        f"[{low:g}, {high:g}]"
+        + (f", and {more} more row(s) do" if more else "")
+        + "; fix the data, or set out_of_bounds: clip in the schema"
+    )

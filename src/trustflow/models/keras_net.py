@@ -21,6 +21,7 @@ model is rebuilt from it on first use.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -249,7 +250,7 @@ class KerasClassifier(NetworkClassifier):
                 )
                 for logger in loggers:
                     logger.log_metrics({k: v for k, v in record.items() if k != "epoch"}, epoch)
-                if best is None or loss < best[0]:
+                if best is None or loss < best[0] or math.isnan(best[0]):
                     best = (loss, epoch, [np.array(w) for w in model.get_weights()])
                 # Early stopping waits for the unfrozen phase (when transfer learning).
                 elif epoch - max(best[1], frozen_epochs) >= int(settings["patience"]):
@@ -257,6 +258,7 @@ class KerasClassifier(NetworkClassifier):
         for logger in loggers:
             logger.finalize("success")
         assert best is not None  # at least one epoch ran
+        self._converged(best[0], float(settings["learning_rate"]))
         self.spec_ = spec
         self.state_ = {str(i): w for i, w in enumerate(best[2])}
         self.classes_ = np.arange(classes)

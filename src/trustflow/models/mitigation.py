@@ -97,6 +97,9 @@ def mitigate_candidate(
     """Fit the post-processing of ``base`` on held-out rows (the validation split)."""
     options: dict[str, Any] = {k: v for k, v in cfg.params.items() if k != "base"}
     try:
-        return FairThresholdClassifier(base=base, seed=seed, **options).fit(features, target)
-    except (TypeError, ValueError) as exc:  # unknown keyword, unknown constraint or objective
+        estimator = FairThresholdClassifier(base=base, seed=seed, **options)
+    except TypeError as exc:  # an unknown keyword
         raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}): {exc}") from exc
+    # Fairlearn's ValueError here is about the rows (a group with one class only): the
+    # candidate fails, and the flow goes on without it.
+    return estimator.fit(features, target)

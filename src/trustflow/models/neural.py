@@ -22,6 +22,7 @@ is plain NumPy (the network's weights), which MLflow's skops format stores witho
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -251,7 +252,7 @@ def _callbacks(patience: int) -> tuple[Any, list[Any]]:
                     "elapsed_seconds": time.perf_counter() - self.started,
                 }
             )
-            if self.best is None or loss < self.best[0]:
+            if self.best is None or loss < self.best[0] or math.isnan(self.best[0]):
                 state = copy.deepcopy(module.network.state_dict())
                 self.best = (loss, trainer.current_epoch + 1, state)
 
@@ -303,6 +304,15 @@ class NetworkClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def network(self) -> Any:
         raise NotImplementedError
+
+    def _converged(self, best_loss: float, learning_rate: float) -> None:
+        """A network whose validation loss was never a finite number has learnt nothing."""
+        if not math.isfinite(best_loss):
+            name = self.label.format(kind=self.kind)
+            raise FloatingPointError(
+                f"{name} diverged: its validation loss was never finite; lower "
+                f"params.learning_rate (now {learning_rate:g})"
+            )
 
     def predict_proba(self, x: Any) -> np.ndarray:
         raise NotImplementedError
@@ -406,6 +416,7 @@ class NeuralClassifier(NetworkClassifier):
         )
         assert record.best is not None  # at least one epoch ran
         best_loss, best_epoch, best_state = record.best
+        self._converged(best_loss, float(settings["learning_rate"]))
         self.spec_ = spec
         self.state_ = {k: v.detach().cpu().numpy().copy() for k, v in best_state.items()}
         self.classes_ = np.arange(classes)
