@@ -160,6 +160,19 @@ def _parser() -> argparse.ArgumentParser:
                          "MLFLOW_TRACKING_URI is not set")  # fmt: skip
     trigger.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     trigger.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    schema = commands.add_parser("schema", help="write a data set schema")
+    schema_commands = schema.add_subparsers(dest="schema_command", required=True)
+    infer = schema_commands.add_parser(
+        "infer", help="a schema read off a CSV file, on stdout: check it, then use it"
+    )
+    infer.add_argument("file", help="the CSV file")
+    infer.add_argument("--target", required=True, help="the column to predict")
+    infer.add_argument("--task", choices=("binary",), default="binary",
+                       help="binary (multiclass and regression are not supported yet)")  # fmt: skip
+    infer.add_argument("--sensitive", default="", help="sensitive features: a,b")
+    infer.add_argument("--columns", help="keep only these columns: a,b,c (the rest: ignore)")
+    infer.add_argument("--encoding", default="utf-8", help="the file's text encoding")
+    infer.add_argument("--debug", action="store_true", help="tracebacks on errors")
     server = commands.add_parser(
         "server", help="start, stop or check local Prefect + MLflow servers and a worker"
     )
@@ -202,16 +215,23 @@ def _isolate_prefect(workspace: Any) -> None:
     os.environ["PREFECT_HOME"] = str(workspace.prefect_home)
 
 
-def _fail(err: Console, args: argparse.Namespace, exc: BaseException) -> int:
+def _fail(
+    err: Console, args: argparse.Namespace, exc: BaseException, stage: str | None = None
+) -> int:
+    """One line on stderr. An error of ours says what is wrong; any other gets a sentence of
+    ours naming the stage, then its first line (its traceback with --debug)."""
     from trustflow.errors import TrustflowError
 
-    known = isinstance(exc, TrustflowError)
-    message = str(exc) if known else f"{type(exc).__name__}: {exc}"
+    message = str(exc)
+    if not isinstance(exc, TrustflowError):
+        first = (message.strip().splitlines() or [""])[0]
+        during = f"the {stage} stage failed: " if stage else ""
+        message = f"{during}{type(exc).__name__}: {first}"
+        if not args.debug:
+            message += " (run again with --debug for the traceback)"
     if args.debug:
         traceback.print_exception(exc)
     err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    if not known and not args.debug:
-        err.print("[dim](run again with --debug for the full traceback)[/dim]")
     if getattr(args, "json", False):
         print(json.dumps({"state": "FAILED", "error": message, "error_type": type(exc).__name__}))
     return 1
@@ -348,7 +368,7 @@ def _run_with_server(
     if not state.is_completed() or isinstance(outcome, BaseException):
         error = outcome if isinstance(outcome, BaseException) else RuntimeError(state.message)
         full = _storage_full(error, tracker, workspace)
-        return _fail(err, args, full or error), None
+        return _fail(err, args, full or error, tracker.stage), None
     return 0, outcome.model_dump(mode="json")
 
 
@@ -646,6 +666,29 @@ def server_command(args: argparse.Namespace) -> int:
     return 0 if args.action != "status" or (report and healthy) else 1
 
 
+def schema_command(args: argparse.Namespace) -> int:
+    from trustflow.data.infer import infer_schema
+    from trustflow.data.sources import load_source
+    from trustflow.errors import TrustflowError
+
+    def names(text: str | None) -> list[str] | None:
+        return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+    try:
+        loaded = load_source(f"csv:{args.file}", encoding=args.encoding)
+        text = infer_schema(
+            loaded.frame,
+            Path(args.file),
+            args.target,
+            sensitive=names(args.sensitive) or [],
+            columns=names(args.columns),
+        )
+    except TrustflowError as exc:
+        return _fail(Console(stderr=True, highlight=False), args, exc)
+    print(text, end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from trustflow.errors import WorkspaceError
 
@@ -663,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
             return predict_command(args)
         if args.command == "trigger":
             return trigger_command(args)
+        if args.command == "schema":
+            return schema_command(args)
         return run_command(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -26,6 +26,9 @@ class NumericColumn(Frozen):
     kind: Literal["numeric"] = "numeric"
     # Public bounds (never derived from the data): differential privacy clips to them.
     bounds: tuple[float, float] | None = None
+    # False: the bounds were read off the data (`trustflow schema infer`); privacy refuses them
+    # until a person confirms they are public knowledge.
+    public: bool = True
 
     @model_validator(mode="after")
     def _ordered_bounds(self) -> NumericColumn:
@@ -39,6 +42,7 @@ class NumericColumn(Frozen):
 class CategoricalColumn(Frozen):
     kind: Literal["categorical"] = "categorical"
     categories: tuple[str, ...] = Field(min_length=1)
+    public: bool = True  # False: the categories were read off the data (as for NumericColumn)
 
 
 Column = Annotated[NumericColumn | CategoricalColumn, Field(discriminator="kind")]
@@ -62,6 +66,10 @@ class DatasetSchema(Frozen):
     # A numeric value outside its column's bounds: refuse the data, or clip it to the bound
     # (the validation report counts them).
     out_of_bounds: Literal["refuse", "clip"] = "refuse"
+    # Columns of the source the pipeline drops on reading; a column in neither list is refused,
+    # unless extra_columns is drop.
+    ignore: tuple[str, ...] = ()
+    extra_columns: Literal["refuse", "drop"] = "refuse"
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSchema:
@@ -76,6 +84,9 @@ class DatasetSchema(Frozen):
         for feature in self.sensitive_features:
             if feature not in self.columns:
                 raise ValueError(f"sensitive feature '{feature}' is not a column of the schema")
+        both = sorted(set(self.ignore) & set(self.columns))
+        if both:
+            raise ValueError(f"{both} are both columns and in ignore")
         return self
 
     @property
@@ -480,6 +491,13 @@ class TabularConfig(Frozen):
             raise ValueError(
                 f"privacy.mode = {self.privacy.mode} needs public bounds for every numeric "
                 f"column; data set '{schema.name}' declares none for {unbounded}"
+            )
+        from_data = [name for name in schema.feature_columns if not schema.columns[name].public]
+        if from_data:
+            raise ValueError(
+                f"privacy.mode = {self.privacy.mode} needs public bounds and categories; data "
+                f"set '{schema.name}' took those of {from_data} from the data (public: false). "
+                "Set public: true on each once you have confirmed they are public knowledge"
             )
         return self
 

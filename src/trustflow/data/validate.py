@@ -22,6 +22,7 @@ class ValidationReport(BaseModel):
     missing_by_column: dict[str, int]
     # values moved to the nearest bound, per column (the schema's ``out_of_bounds: clip``)
     clipped_by_column: dict[str, int] = {}
+    columns_ignored: int = 0  # source columns dropped on reading (ignore, extra_columns: drop)
 
 
 # Beyond this a value's square overflows float64 (scaling and variances square it): such a
@@ -58,8 +59,12 @@ def validate_frame(
     if missing_cols:
         raise DataValidationError(f"{origin}: missing column(s) {missing_cols}")
     extra_cols = [c for c in names if c not in schema.columns]
-    if extra_cols:
-        raise DataValidationError(f"{origin}: unexpected column(s) {extra_cols} not in the schema")
+    refused = [c for c in extra_cols if c not in schema.ignore]
+    if refused and schema.extra_columns == "refuse":
+        raise DataValidationError(
+            f"{origin}: unexpected column(s) {refused} not in the schema (list them under "
+            "ignore, or set extra_columns: drop)"
+        )
 
     typed: dict[str, pd.Series] = {}
     clipped: dict[str, int] = {}
@@ -123,6 +128,7 @@ def validate_frame(
         rows_dropped=int(drop.sum()),
         missing_by_column=missing_by_column,
         clipped_by_column={c: n for c, n in clipped.items() if n},
+        columns_ignored=len(extra_cols),
     )
     return clean, report
 

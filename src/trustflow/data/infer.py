@@ -1,0 +1,139 @@
+"""``trustflow schema infer``: a first schema for a table, written for a person to check.
+
+Types, categories and bounds are read off the rows, and every one of them is marked as taken
+from the data, structurally (``public: false`` on the column) and in a comment. Differential
+privacy needs bounds and categories that are public knowledge, not derived from the people in
+the table, so a private run refuses such a column until the user confirms it with
+``public: true``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from pydantic import ValidationError
+
+from trustflow.config import DatasetSchema
+from trustflow.data.validate import LARGEST_USABLE
+from trustflow.errors import ConfigError
+
+# More distinct values than this in a text column: an identifier or free text, not a category.
+MAX_CATEGORIES = 50
+
+
+def _flow(value: object) -> str:
+    """One YAML value on one line (lists in brackets, strings quoted when YAML needs it)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False)
+    return text.strip().removesuffix("...").strip()  # a lone scalar ends its document with ...
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _schema_name(path: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.")
+    return name or "data"
+
+
+def infer_schema(
+    frame: pd.DataFrame,
+    origin: Path,
+    target: str,
+    sensitive: Sequence[str] = (),
+    columns: Sequence[str] | None = None,
+    missing_values: Sequence[str] = ("?", ""),
+) -> str:
+    """The schema of ``frame`` (every value as text, as a CSV source reads it) as commented
+    YAML. ``columns`` keeps only those (the rest are listed under ``ignore``)."""
+    header = [str(c) for c in frame.columns]
+    named = [target, *sensitive, *(columns or [])]
+    unknown = [c for c in dict.fromkeys(named) if c not in header]
+    if unknown:
+        raise ConfigError(f"{origin}: no column(s) {unknown}; the header has {header}")
+    wanted = {*(columns or header), target, *sensitive}
+    kept = [c for c in header if c in wanted]
+    text = frame.astype("string").apply(lambda col: col.str.strip())
+    absent = text.isna() | text.isin(list(missing_values))
+
+    lines: list[str] = []
+    ignored: dict[str, str] = {c: "not in --columns" for c in header if c not in kept}
+    for name in kept:
+        values = text[name][~absent[name]]
+        if values.empty:
+            ignored[name] = "no values"
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        numeric = bool(numbers.notna().all() and (numbers.abs() <= LARGEST_USABLE).all())
+        if name == target:
+            lines += _target_lines(name, values, origin)
+        elif numeric and name not in sensitive:
+            low, high = _number(numbers.min()), _number(numbers.max())
+            if low == high:
+                ignored[name] = f"one value only ({low})"
+                continue
+            spec = {"kind": "numeric", "bounds": [low, high], "public": False}
+            lines.append(f"  {_key(name)}: {_flow(spec)}  # bounds from the data")
+        else:
+            counts = values.value_counts()
+            if len(counts) > MAX_CATEGORIES and name not in sensitive:
+                ignored[name] = f"{len(counts)} distinct values: an identifier or free text?"
+                continue
+            lines += [
+                f"  {_key(name)}:  # categories from the data, most frequent first",
+                "    kind: categorical",
+                "    public: false",
+                f"    categories: {_flow([str(c) for c in counts.index])}",
+            ]
+    positive = _positive(text[target][~absent[target]])
+    document = [
+        f"# Schema inferred by `trustflow schema infer` from {origin.name} ({len(frame):,} rows).",
+        "# Check every line. Bounds and categories marked 'from the data' were read off these",
+        "# rows: differential privacy refuses them until you confirm each column's are public",
+        "# knowledge (not derived from the people in the table) by setting public: true.",
+        f"name: {_flow(_schema_name(origin))}",
+        "target:",
+        f"  column: {_flow(target)}",
+        f"  positive: {_flow(positive)}  # the rarer class: check it is the one to predict",
+        f"sensitive_features: {_flow(list(sensitive))}",
+        f"missing_values: {_flow(list(missing_values))}",
+        "columns:",
+        *lines,
+    ]
+    if ignored:
+        document.append("ignore:  # columns the pipeline drops on reading")
+        document += [f"  - {_flow(name)}  # {why}" for name, why in ignored.items()]
+    result = "\n".join(document) + "\n"
+    try:
+        DatasetSchema.model_validate(yaml.safe_load(result))  # what we write must load
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"]
+        raise ConfigError(f"{origin}: the inferred schema does not load: {problem}") from exc
+    return result
+
+
+def _key(name: str) -> str:
+    return _flow(name)  # a mapping key is written like a value
+
+
+def _target_lines(name: str, values: pd.Series, origin: Path) -> list[str]:
+    classes = sorted(values.unique(), key=str)
+    if len(classes) != 2:
+        shown = ", ".join(map(str, classes[:5])) + (", ..." if len(classes) > 5 else "")
+        raise ConfigError(
+            f"{origin}: target '{name}' has {len(classes)} distinct values ({shown}); the "
+            "tabular pipeline predicts a binary target (multiclass and regression are not "
+            "supported yet)"
+        )
+    spec = {"kind": "categorical", "categories": [str(c) for c in classes]}
+    return [f"  {_key(name)}: {_flow(spec)}  # the target"]
+
+
+def _positive(values: pd.Series) -> str:
+    counts = values.value_counts()
+    rare = counts[counts == counts.min()].index
+    return str(sorted(rare, key=str)[-1])
