@@ -7,10 +7,13 @@ equal) and the starting point to copy for another data set.
 
 from __future__ import annotations
 
+import itertools
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, overload
 
+import numpy as np
+import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -29,6 +32,9 @@ class NumericColumn(Frozen):
     # False: the bounds were read off the data (`trustflow schema infer`); privacy refuses them
     # until a person confirms they are public knowledge.
     public: bool = True
+    # Cut points that group a numeric sensitive feature for the fairness audit: [25, 45, 65]
+    # gives the groups <25, 25-45, 45-65 and >=65 (each from its lower edge, below the next).
+    bins: tuple[float, ...] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _ordered_bounds(self) -> NumericColumn:
@@ -36,7 +42,19 @@ class NumericColumn(Frozen):
             raise ValueError(
                 f"bounds {list(self.bounds)} must be [lower, upper] with lower < upper"
             )
+        if self.bins is not None and list(self.bins) != sorted(set(self.bins)):
+            raise ValueError(f"bins {list(self.bins)} must be strictly increasing")
         return self
+
+    def group_labels(self, values: pd.Series) -> pd.Series:
+        """Each value's bin, named by its edges (a missing value stays missing)."""
+        assert self.bins is not None
+        edges = [f"{edge:g}" for edge in self.bins]
+        labels = [f"<{edges[0]}"]
+        labels += [f"{low}-{high}" for low, high in itertools.pairwise(edges)]
+        labels += [f">={edges[-1]}"]
+        cuts = [-np.inf, *self.bins, np.inf]
+        return pd.cut(values, cuts, right=False, labels=labels).astype("string")
 
 
 class CategoricalColumn(Frozen):
@@ -447,10 +465,10 @@ class TabularConfig(Frozen):
                     f"fairness feature '{feature}' is not a feature column of data set "
                     f"'{schema.name}'"
                 )
-            if not isinstance(spec, CategoricalColumn):
+            if isinstance(spec, NumericColumn) and spec.bins is None:
                 raise ValueError(
-                    f"fairness feature '{feature}' is numeric; sensitive features must be "
-                    "categorical (bin it into a categorical column first)"
+                    f"fairness feature '{feature}' is numeric; give it bins in the schema "
+                    "(e.g. bins: [25, 45, 65]) to audit it by group"
                 )
         for candidate in self.train.candidates:
             mitigation = candidate.model_kind.mitigation
@@ -469,6 +487,11 @@ class TabularConfig(Frozen):
                     f"candidate '{candidate.name}' ({candidate.kind}) needs "
                     f"params.sensitive_feature naming an audited feature ({audited}), "
                     f"got {mitigated!r}"
+                )
+            if mitigation and isinstance(schema.columns.get(str(mitigated)), NumericColumn):
+                raise ValueError(
+                    f"candidate '{candidate.name}' ({candidate.kind}) reads its sensitive "
+                    f"feature at scoring time; '{mitigated}' is numeric, so name a categorical one"
                 )
         return self
 

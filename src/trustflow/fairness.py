@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from trustflow.config import FairnessConfig, Frozen
+from trustflow.config import DatasetSchema, FairnessConfig, Frozen, NumericColumn
 
 INTERSECTION = " & "  # joins feature names, and group labels, of the intersection
 RATES = ("selection_rate", "tpr", "fpr", "accuracy")
@@ -302,6 +302,20 @@ def audit_feature(
         warnings=warnings,
         violations=violations,
     )
+
+
+def sensitive_groups(
+    frame: pd.DataFrame, schema: DatasetSchema, features: tuple[str, ...]
+) -> pd.DataFrame:
+    """The audited features as group labels: a categorical column as it is, a numeric one by
+    the bins its schema gives."""
+    columns = {
+        name: spec.group_labels(frame[name])
+        if isinstance(spec := schema.columns[name], NumericColumn) and spec.bins is not None
+        else frame[name]
+        for name in features
+    }
+    return pd.DataFrame(columns, index=frame.index)
 
 
 def audit_predictions(

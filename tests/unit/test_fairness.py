@@ -188,3 +188,52 @@ def test_a_mitigation_needs_a_base_a_sensitive_feature_and_a_valid_split(overrid
     with pytest.raises(ConfigError) as caught:
         load_config(None, overrides)
     assert expected in str(caught.value)
+
+
+def _with_age_bins(tmp_path, bins: str) -> str:
+    from importlib import resources
+
+    text = resources.files("trustflow.datasets").joinpath("adult", "schema.yaml").read_text()
+    text = text.replace("age: {kind: numeric, bounds: [17, 90]}",
+                        f"age: {{kind: numeric, bounds: [17, 90], bins: {bins}}}")  # fmt: skip
+    schema = tmp_path / "schema.yaml"
+    schema.write_text(text)
+    return str(schema)
+
+
+def test_a_numeric_sensitive_feature_is_audited_by_its_bins(predictions, tmp_path) -> None:
+    from trustflow.fairness import sensitive_groups
+
+    features, target, predicted = predictions
+    cfg = load_config(None, [f"data.dataset={_with_age_bins(tmp_path, '[30, 50]')}",
+                             "fairness.features=[sex, age]", "fairness.min_group_rows=30",
+                             f"train.candidates=[{LR}]"])  # fmt: skip
+    groups = sensitive_groups(features, cfg.data.dataset, ("sex", "age"))
+    ages = features["age"]
+    expected = {"<30": (ages < 30).sum(), "30-50": ages.between(30, 49.999).sum(),
+                ">=50": (ages >= 50).sum()}  # fmt: skip
+    assert groups["age"].value_counts().to_dict() == expected
+    assert groups["sex"].equals(features["sex"])
+    audit = audit_predictions("lr", groups, target, predicted, ("sex", "age"), cfg.fairness)
+    age = audit.features["age"]
+    assert {g.group: g.count for g in age.groups} == expected
+    assert age.equalized_odds_difference is not None  # three groups, each measured
+    assert "sex & age" in audit.features
+
+
+@pytest.mark.parametrize(
+    ("bins", "extra", "expected"),
+    [
+        (None, [], "fairness feature 'age' is numeric; give it bins in the schema"),
+        ("[50, 30]", [], "bins [50.0, 30.0] must be strictly increasing"),
+        ("[30, 50]", [f"train.candidates=[{LR}, {{name: fair, kind: threshold_optimizer, "
+                      "params: {base: lr, sensitive_feature: age}}]"],
+         "'age' is numeric, so name a categorical one"),
+    ],
+)  # fmt: skip
+def test_numeric_sensitive_features_need_bins_and_no_mitigation(tmp_path, bins, extra, expected):
+    dataset = [f"data.dataset={_with_age_bins(tmp_path, bins)}"] if bins else []
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [*dataset, "fairness.features=[sex, age]", f"train.candidates=[{LR}]",
+                           *extra])  # fmt: skip
+    assert expected in str(caught.value)

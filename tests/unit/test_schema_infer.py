@@ -113,3 +113,17 @@ def test_bad_requests_are_one_line(table: Path, capsys, args, expected) -> None:
 def test_infer_works_on_a_frame_directly(adult_sample: pd.DataFrame) -> None:
     text = infer_schema(adult_sample, Path("adult.csv"), "income", ("sex",))
     assert yaml.safe_load(text)["name"] == "adult"
+
+
+def test_a_numeric_sensitive_feature_gets_bins_to_review(table: Path, capsys, tmp_path) -> None:
+    text = _infer(table, capsys, "--sensitive", "sex,age")
+    age = yaml.safe_load(text)["columns"]["age"]
+    assert age["kind"] == "numeric" and len(age["bins"]) == 3 and age["bins"] == sorted(age["bins"])
+    assert "bins at its quartiles: choose groups that mean something" in text
+    schema_file = tmp_path / "schema.yaml"
+    schema_file.write_text(text)
+    candidates = "train.candidates=[{name: lr, kind: logistic_regression}]"
+    assert load_config(None, [f"data.dataset={schema_file}", candidates]).sensitive_features == (
+        "sex",
+        "age",
+    )

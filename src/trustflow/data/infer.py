@@ -71,13 +71,19 @@ def infer_schema(
         numeric = bool(numbers.notna().all() and (numbers.abs() <= LARGEST_USABLE).all())
         if name == target:
             lines += _target_lines(name, values, origin)
-        elif numeric and name not in sensitive:
+        elif numeric:
             low, high = _number(numbers.min()), _number(numbers.max())
             if low == high:
                 ignored[name] = f"one value only ({low})"
                 continue
-            spec = {"kind": "numeric", "bounds": [low, high], "public": False}
-            lines.append(f"  {_key(name)}: {_flow(spec)}  # bounds from the data")
+            spec: dict[str, object] = {"kind": "numeric", "bounds": [low, high], "public": False}
+            note = "bounds from the data"
+            if name in sensitive:  # audited by group: cut at its quartiles, to be reviewed
+                spec["bins"] = sorted(
+                    {_number(round(q)) for q in numbers.quantile([0.25, 0.5, 0.75])}
+                )
+                note += "; bins at its quartiles: choose groups that mean something"
+            lines.append(f"  {_key(name)}: {_flow(spec)}  # {note}")
         else:
             counts = values.value_counts()
             if len(counts) > MAX_CATEGORIES and name not in sensitive:
