@@ -70,6 +70,29 @@ def _sex_eod(model, test: pd.DataFrame) -> float:
     return value
 
 
+def _by_race(small_groups: str) -> CandidateConfig:
+    params = {"base": "hgb", "sensitive_feature": "race", "small_groups": small_groups}
+    return CandidateConfig(name="hgb-fair", kind="threshold_optimizer", params=params)
+
+
+def test_small_groups_are_folded_into_one_or_named(trained) -> None:
+    """800 validation rows hold a handful of rows of some races: too few for thresholds of
+    their own. Folded, they share one group's; with small_groups=fail the candidate fails."""
+    features, target = features_and_target(trained.valid, SCHEMA)
+    counts = features["race"].value_counts()
+    small = sorted(counts[counts < 30].index)
+    assert small  # the sample has such groups
+    folded = mitigate_candidate(trained.hgb, features, target, _by_race("fold"), seed=0)
+    assert sorted(folded.groups_) == sorted(counts[counts >= 30].index)
+    test_features, _ = features_and_target(trained.test, SCHEMA)
+    assert set(np.unique(folded.predict(test_features))) <= {0, 1}
+    with pytest.raises(ValueError) as caught:
+        mitigate_candidate(trained.hgb, features, target, _by_race("fail"), seed=0)
+    message = str(caught.value)
+    assert message.startswith("race group(s) with fewer than 30 validation rows or one class")
+    assert f"{small[0]} " in message and "params.small_groups=fold folds them" in message
+
+
 def test_threshold_optimizer_lowers_the_disparity_of_its_base_model(trained) -> None:
     base, mitigated = _sex_eod(trained.hgb, trained.test), _sex_eod(trained.fair, trained.test)
     assert mitigated < base / 2, (base, mitigated)

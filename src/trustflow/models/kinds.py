@@ -95,6 +95,10 @@ class ThresholdOptimizerParams(Params):
         "true_positive_rate",
         "true_negative_rate",
     ] = "accuracy_score"
+    # A group with fewer validation rows than this, or with one class only, cannot be given
+    # thresholds of its own: fold such groups into one, or fail the candidate naming them.
+    small_groups: Literal["fold", "fail"] = "fold"
+    min_group_rows: int = Field(default=30, ge=1)
 
 
 class PeriodicParams(Params):

@@ -27,6 +27,7 @@ from sklearn.pipeline import Pipeline
 from trustflow.config import CandidateConfig
 from trustflow.errors import ConfigError
 
+FOLDED = "(small groups)"  # the group small groups are folded into
 NOT_EXPORTABLE = (
     "Fairlearn's ThresholdOptimizer cannot be exported to ONNX: it draws each label at random "
     "between two per-group thresholds and reads the sensitive feature at scoring time, so this "
@@ -47,12 +48,41 @@ class FairThresholdClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[m
         constraints: str = "equalized_odds",
         objective: str = "accuracy_score",
         seed: int = 0,
+        small_groups: str = "fold",
+        min_group_rows: int = 30,
     ) -> None:
         self.base = base
         self.sensitive_feature = sensitive_feature
         self.constraints = constraints
         self.objective = objective
         self.seed = seed
+        self.small_groups = small_groups
+        self.min_group_rows = min_group_rows
+
+    def _groups(self, features: pd.DataFrame) -> pd.Series:
+        """Each row's group: its sensitive value, or FOLDED for a group too small to fit."""
+        values = features[self.sensitive_feature].astype("string").fillna("(missing)")
+        return values.where(values.isin(self.groups_), FOLDED).astype(object)
+
+    def _choose_groups(self, features: pd.DataFrame, target: np.ndarray) -> None:
+        values = features[self.sensitive_feature].astype("string").fillna("(missing)")
+        table = pd.crosstab(values, target).reindex(columns=[0, 1], fill_value=0)
+        small = table[(table.sum(axis=1) < self.min_group_rows) | (table == 0).any(axis=1)]
+        described = ", ".join(
+            f"{group} {int(row.sum())}" for group, row in small.head(5).iterrows()
+        )
+        where = (
+            f"{self.sensitive_feature} group(s) with fewer than {self.min_group_rows} validation "
+            f"rows or one class only ({described})"
+        )
+        if len(small) and self.small_groups == "fail":
+            raise ValueError(f"{where}; params.small_groups=fold folds them into one group")
+        self.groups_ = [str(group) for group in table.index if group not in small.index]
+        folded = table.loc[small.index].sum()
+        if len(small) and (folded == 0).any():
+            raise ValueError(f"{where} hold one class only even when folded together")
+        if len(self.groups_) + (1 if len(small) else 0) < 2:
+            raise ValueError(f"{where} leave no two groups to equalise")
 
     def fit(self, features: pd.DataFrame, target: np.ndarray) -> FairThresholdClassifier:
         from fairlearn.postprocessing import ThresholdOptimizer
@@ -63,7 +93,9 @@ class FairThresholdClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[m
             objective=self.objective,
             prefit=True,
             predict_method="predict_proba",
-        ).fit(features, target, sensitive_features=features[self.sensitive_feature])
+        )
+        self._choose_groups(features, target)
+        optimizer.fit(features, target, sensitive_features=self._groups(features))
         # Only the fitted thresholder scores; the optimizer's search curves (pandas objects) are
         # dropped so the model stays small and serialisable with skops.
         self.thresholder_ = optimizer.interpolated_thresholder_
@@ -76,13 +108,13 @@ class FairThresholdClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[m
         # _pmf_predict is the distribution predict() samples from; fairlearn has no public name
         # for it (the version is pinned in constraints.txt).
         pmf: np.ndarray = self.thresholder_._pmf_predict(
-            features, sensitive_features=features[self.sensitive_feature]
+            features, sensitive_features=self._groups(features)
         )
         return pmf
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         labels = self.thresholder_.predict(
-            features, sensitive_features=features[self.sensitive_feature], random_state=self.seed
+            features, sensitive_features=self._groups(features), random_state=self.seed
         )
         return np.asarray(labels, dtype=np.int64)
 
