@@ -7,13 +7,10 @@ equal) and the starting point to copy for another data set.
 
 from __future__ import annotations
 
-import itertools
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, overload
 
-import numpy as np
-import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -45,16 +42,6 @@ class NumericColumn(Frozen):
         if self.bins is not None and list(self.bins) != sorted(set(self.bins)):
             raise ValueError(f"bins {list(self.bins)} must be strictly increasing")
         return self
-
-    def group_labels(self, values: pd.Series) -> pd.Series:
-        """Each value's bin, named by its edges (a missing value stays missing)."""
-        assert self.bins is not None
-        edges = [f"{edge:g}" for edge in self.bins]
-        labels = [f"<{edges[0]}"]
-        labels += [f"{low}-{high}" for low, high in itertools.pairwise(edges)]
-        labels += [f">={edges[-1]}"]
-        cuts = [-np.inf, *self.bins, np.inf]
-        return pd.cut(values, cuts, right=False, labels=labels).astype("string")
 
 
 class CategoricalColumn(Frozen):
@@ -432,12 +419,15 @@ class TabularConfig(Frozen):
         name = registry.get("model_name")
         if name is None:
             data = tree.get("data") or {}
-            dataset = data.dataset if isinstance(data, DataConfig) else data.get("dataset")
-            try:
-                schema = DataConfig(dataset=dataset) if dataset is not None else DataConfig()
-            except (ValidationError, ConfigError):
-                return tree  # the data field's own validation reports it, in its own words
-            name = schema.dataset.model_name or schema.dataset.name
+            if isinstance(data, DataConfig):
+                schema = data.dataset
+            else:
+                try:
+                    schema = DataConfig(dataset=data.get("dataset", "bundled:adult")).dataset
+                except (ValidationError, ConfigError):
+                    return tree  # the data field's own validation reports it, in its own words
+                tree["data"] = {**data, "dataset": schema}  # read once, not again by the field
+            name = schema.model_name or schema.name
             tree["registry"] = {**registry, "model_name": name}
         if tracking.get("experiment") is None:
             tree["tracking"] = {**tracking, "experiment": name}
@@ -602,11 +592,16 @@ def _named(item: Any) -> Any:
     return item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
 
 
-def _default_below(default: Any, part: str, key: str) -> Any:
+def _default_below(default: Any, part: str) -> Any:
+    """The built-in value one step down, or None (a config file's own list may name entries
+    the built-in one lacks)."""
     if isinstance(default, BaseModel):
         return getattr(default, part, None)
     if isinstance(default, (list, tuple)):
-        return default[_element(default, part, key)]
+        names = [_named(item) for item in default]
+        if part.isdigit():
+            return default[int(part)] if int(part) < len(default) else None
+        return default[names.index(part)] if part in names else None
     return default.get(part) if isinstance(default, dict) else None
 
 
@@ -622,7 +617,7 @@ def apply_overrides(
         node: Any = tree
         default: Any = defaults
         for part in path[:-1]:
-            default = _default_below(default, part, key)
+            default = _default_below(default, part)
             if isinstance(node, list):
                 child = node[_element(node, part, key)]
             else:

@@ -14,6 +14,7 @@ so rather than dividing by zero or gating on the noise of a dozen rows.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Literal
 
@@ -310,12 +311,21 @@ def sensitive_groups(
     """The audited features as group labels: a categorical column as it is, a numeric one by
     the bins its schema gives."""
     columns = {
-        name: spec.group_labels(frame[name])
+        name: _binned(frame[name], spec.bins)
         if isinstance(spec := schema.columns[name], NumericColumn) and spec.bins is not None
         else frame[name]
         for name in features
     }
     return pd.DataFrame(columns, index=frame.index)
+
+
+def _binned(values: pd.Series, bins: tuple[float, ...]) -> pd.Series:
+    """Each value's bin, named by its edges: <a, a-b (from a, below b), ..., >=z; a missing
+    value stays missing."""
+    edges = [f"{edge:g}" for edge in bins]
+    labels = [f"<{edges[0]}", *(f"{a}-{b}" for a, b in itertools.pairwise(edges)), f">={edges[-1]}"]
+    cuts = [-np.inf, *bins, np.inf]
+    return pd.cut(values, cuts, right=False, labels=labels).astype("string")
 
 
 def audit_predictions(

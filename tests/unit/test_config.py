@@ -163,3 +163,10 @@ def test_an_empty_source_path_says_so() -> None:
     spec = load_config(None, ["data.source=csv:"]).data.source  # a string, not a YAML mapping
     with pytest.raises(DataSourceError, match=r"data source 'csv:': the path is missing"):
         load_source(spec)
+
+
+def test_set_reaches_an_entry_the_config_file_names(tmp_path: Path) -> None:
+    config = tmp_path / "mine.yaml"
+    config.write_text("train:\n  candidates:\n    - {name: lr, kind: logistic_regression}\n")
+    cfg = load_config(config, ["train.candidates.lr.params.C=0.25"])
+    assert [(c.name, c.params) for c in cfg.train.candidates] == [("lr", {"C": 0.25})]
