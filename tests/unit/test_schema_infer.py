@@ -101,6 +101,7 @@ def test_extra_columns_drop_reads_a_wider_table(adult_sample: pd.DataFrame) -> N
     [
         (["--target", "age"], "target 'age' has "),
         (["--target", "income", "--sensitive", "gender"], "no column(s) ['gender']"),
+        (["--target", "workclass", "--columns", "age"], "target 'workclass' has 7 distinct"),
     ],
 )
 def test_bad_requests_are_one_line(table: Path, capsys, args, expected) -> None:
@@ -127,3 +128,8 @@ def test_a_numeric_sensitive_feature_gets_bins_to_review(table: Path, capsys, tm
         "sex",
         "age",
     )
+
+
+def test_a_target_without_values_is_one_line(adult_sample: pd.DataFrame) -> None:
+    with pytest.raises(ConfigError, match="target 'income' has 0 distinct values"):
+        infer_schema(adult_sample.assign(income="?"), Path("x.csv"), "income")

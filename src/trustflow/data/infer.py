@@ -60,18 +60,19 @@ def infer_schema(
     text = frame.astype("string").apply(lambda col: col.str.strip())
     absent = text.isna() | text.isin(list(missing_values))
 
+    target_line, positive = _target(target, text[target][~absent[target]], origin)
     lines: list[str] = []
     ignored: dict[str, str] = {c: "not in --columns" for c in header if c not in kept}
     for name in kept:
         values = text[name][~absent[name]]
+        if name == target:
+            lines.append(target_line)
+            continue
         if values.empty:
             ignored[name] = "no values"
             continue
         numbers = pd.to_numeric(values, errors="coerce")
-        numeric = bool(numbers.notna().all() and (numbers.abs() <= LARGEST_USABLE).all())
-        if name == target:
-            lines += _target_lines(name, values, origin)
-        elif numeric:
+        if numbers.notna().all() and (numbers.abs() <= LARGEST_USABLE).all():
             low, high = _number(numbers.min()), _number(numbers.max())
             if low == high:
                 ignored[name] = f"one value only ({low})"
@@ -83,19 +84,18 @@ def infer_schema(
                     {_number(round(q)) for q in numbers.quantile([0.25, 0.5, 0.75])}
                 )
                 note += "; bins at its quartiles: choose groups that mean something"
-            lines.append(f"  {_key(name)}: {_flow(spec)}  # {note}")
+            lines.append(f"  {_flow(name)}: {_flow(spec)}  # {note}")
         else:
             counts = values.value_counts()
             if len(counts) > MAX_CATEGORIES and name not in sensitive:
                 ignored[name] = f"{len(counts)} distinct values: an identifier or free text?"
                 continue
             lines += [
-                f"  {_key(name)}:  # categories from the data, most frequent first",
+                f"  {_flow(name)}:  # categories from the data, most frequent first",
                 "    kind: categorical",
                 "    public: false",
                 f"    categories: {_flow([str(c) for c in counts.index])}",
             ]
-    positive = _positive(text[target][~absent[target]])
     document = [
         f"# Schema inferred by `trustflow schema infer` from {origin.name} ({len(frame):,} rows).",
         "# Check every line. Bounds and categories marked 'from the data' were read off these",
@@ -122,24 +122,17 @@ def infer_schema(
     return result
 
 
-def _key(name: str) -> str:
-    return _flow(name)  # a mapping key is written like a value
-
-
-def _target_lines(name: str, values: pd.Series, origin: Path) -> list[str]:
-    classes = sorted(values.unique(), key=str)
-    if len(classes) != 2:
-        shown = ", ".join(map(str, classes[:5])) + (", ..." if len(classes) > 5 else "")
+def _target(name: str, values: pd.Series, origin: Path) -> tuple[str, str]:
+    """The target's schema line, and its rarer class as the positive label."""
+    counts = values.value_counts()
+    if len(counts) != 2:
+        shown = ", ".join(map(str, sorted(counts.index, key=str)[:5]))
+        more = ", ..." if len(counts) > 5 else ""
         raise ConfigError(
-            f"{origin}: target '{name}' has {len(classes)} distinct values ({shown}); the "
+            f"{origin}: target '{name}' has {len(counts)} distinct values ({shown}{more}); the "
             "tabular pipeline predicts a binary target (multiclass and regression are not "
             "supported yet)"
         )
-    spec = {"kind": "categorical", "categories": [str(c) for c in classes]}
-    return [f"  {_key(name)}: {_flow(spec)}  # the target"]
-
-
-def _positive(values: pd.Series) -> str:
-    counts = values.value_counts()
+    spec = {"kind": "categorical", "categories": sorted(map(str, counts.index))}
     rare = counts[counts == counts.min()].index
-    return str(sorted(rare, key=str)[-1])
+    return f"  {_flow(name)}: {_flow(spec)}  # the target", str(sorted(rare, key=str)[-1])
