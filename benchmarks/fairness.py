@@ -80,7 +80,9 @@ def one_split(seed: int) -> tuple[dict[str, dict[str, float]], float, float]:
     for name, model in models.items():
         sex, race = audits[name].features["sex"], audits[name].features["race"]
         rows[name] = {
-            "accuracy": evaluate_model(model, test_x, test_y).metrics.accuracy,
+            "accuracy": evaluate_model(
+                model, test_x, test_y, schema.target_labels
+            ).metrics.accuracy,
             "eod_sex": float(sex.equalized_odds_difference or 0.0),
             "dpd_sex": float(sex.demographic_parity_difference or 0.0),
             "eod_race": float(race.equalized_odds_difference or 0.0),

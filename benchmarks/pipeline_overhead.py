@@ -62,7 +62,7 @@ def plain_script(config: TabularConfig, out: Path) -> float:
                 models[candidate.base], valid_x, valid_y, candidate, config.train.seed
             )
         models[candidate.name] = model
-        evaluation = evaluate_model(model, test_x, test_y)
+        evaluation = evaluate_model(model, test_x, test_y, schema.target_labels)
         roc_figure(evaluation, candidate.name).savefig(out / f"roc-{candidate.name}.png")
         confusion_figure(evaluation, candidate.name, schema.target_labels).savefig(
             out / f"cm-{candidate.name}.png"

@@ -69,7 +69,7 @@ def main() -> None:
                 private_s.append(time.perf_counter() - started)
             for candidate in candidates:
                 model = train_candidate(preprocessor, features, target, candidate, seed)
-                metrics = evaluate_model(model, test_x, test_y).metrics
+                metrics = evaluate_model(model, test_x, test_y, schema.target_labels).metrics
                 cell = scores.setdefault(label(epsilon), {}).setdefault(candidate.name, {})
                 cell.setdefault("roc_auc", []).append(metrics.roc_auc)
                 cell.setdefault("accuracy", []).append(metrics.accuracy)

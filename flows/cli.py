@@ -167,8 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     infer.add_argument("file", help="the CSV file")
     infer.add_argument("--target", required=True, help="the column to predict")
-    infer.add_argument("--task", choices=("binary",), default="binary",
-                       help="binary (multiclass and regression are not supported yet)")  # fmt: skip
+    infer.add_argument("--task", choices=("binary", "multiclass"),
+                       help="default: binary for two distinct target values, multiclass for more "
+                       "(regression is not supported yet)")  # fmt: skip
     infer.add_argument("--sensitive", default="", help="sensitive features: a,b")
     infer.add_argument("--columns", help="keep only these columns: a,b,c (the rest: ignore)")
     infer.add_argument("--encoding", default="utf-8", help="the file's text encoding")
@@ -682,6 +683,7 @@ def schema_command(args: argparse.Namespace) -> int:
             args.target,
             sensitive=names(args.sensitive) or [],
             columns=names(args.columns),
+            task=args.task,
         )
     except TrustflowError as exc:
         return _fail(Console(stderr=True, highlight=False), args, exc)

@@ -276,6 +276,8 @@ def show_tabular(summary: dict[str, Any]) -> None:
     console.print(f"model    {model['name']} v{model['version']}{alias}  ({model['reason']})")
     for reason in summary.get("failed", {}).values():
         console.print(f"failed   {reason}", soft_wrap=True)
+    for note in summary.get("notes", []):
+        console.print(f"note     {note}", soft_wrap=True)
     linear = summary.get("encryption")
     if linear:
         held = f" @{linear['alias']}" if linear["alias"] else ""

@@ -136,6 +136,8 @@ class RunSummary(BaseModel):
     workspace: str
     encryption: EncryptionSummary | None = None
     failed: dict[str, str] = {}  # candidate -> why it did not train
+    # One line each: a candidate this data set cannot use, a fairness audit that did not run.
+    notes: list[str] = []
 
 
 def pick_best(evaluated: list[EvaluatedCandidate], metric: Metric) -> EvaluatedCandidate:
@@ -218,7 +220,7 @@ def preflight(config: TabularConfig, ws: Workspace, stages: StageLog) -> str | N
     utility_report = config.privacy.utility_report
     if utility_report is not None and not Path(utility_report).is_file():
         raise ConfigError(f"privacy.utility_report: {utility_report} is not a file")
-    if any(c.model_kind.network for c in config.train.candidates):
+    if any(c.model_kind.network for c in config.candidates):
         resolve_accelerator(config.trainer.accelerator)  # cuda without a GPU stops here
     if config.registry.announce_to:
         github_token(config.registry.announce_to, os.environ)
@@ -276,7 +278,7 @@ def train_candidates(
     """The trained candidates, and why each of the others failed. Networks get the trainer
     settings and, when the champion is one, its weights; the other kinds get None for both,
     which keeps those out of their cache keys."""
-    networks = [c for c in config.train.candidates if c.model_kind.network]
+    networks = [c for c in config.candidates if c.model_kind.network]
     warm = None
     if config.trainer.warm_start and networks:
         warm, _ = stages.run("warm-start", registry.find_warm_start, lambda found: found[1])(
@@ -300,7 +302,7 @@ def train_candidates(
                     warm=warm if cfg.model_kind.network else None,
                     ws=ws,
                 )
-                for cfg in config.train.candidates
+                for cfg in config.candidates
                 if cfg.base is None
             }
         else:
@@ -313,7 +315,7 @@ def train_candidates(
                     seed=seed,
                     ws=ws,
                 )
-                for cfg in config.train.candidates
+                for cfg in config.candidates
                 if cfg.base in done and cfg.name not in submitted
             }
         submitted.update(wave)
@@ -327,12 +329,12 @@ def train_candidates(
             if cfg.name in errors
             else f"candidate '{cfg.name}' ({cfg.kind}) not trained: its base '{cfg.base}' failed"
         )
-        for cfg in config.train.candidates
+        for cfg in config.candidates
         if cfg.name not in {t.name for t in trained}
     }
     if not trained:
         raise NoCandidateTrained("no candidate trained: " + "; ".join(failed.values()))
-    order = [cfg.name for cfg in config.train.candidates]
+    order = [cfg.name for cfg in config.candidates]
     return sorted(trained, key=lambda t: order.index(t.name)), failed
 
 
@@ -615,7 +617,8 @@ def model_card(
             candidate=best.candidate.name,
             kind=best.candidate.config.kind,
             target=schema.target.column,
-            positive_label=schema.target.positive,
+            task=schema.target.task,
+            labels=schema.target_labels,
             data=DataFacts(
                 name=schema.name,
                 md5=lineage.data.md5,
@@ -625,7 +628,7 @@ def model_card(
                 git_revision=lineage.git_revision,
                 test_rows=data.splits.test.rows,
             ),
-            metrics=best.evaluation.metrics.model_dump(),
+            metrics=best.evaluation.metrics.values(),
             selection_metric=config.registry.metric,
             fairness=assessment.audits[best.candidate.name].audit,
             explanation=explanation.explanation if explanation else None,
@@ -636,6 +639,7 @@ def model_card(
             privacy=data.privacy.statement,
             encryption=encryption.card_section() if encryption else None,
             failed=assessment.failed,
+            left_out=config.left_out,
             mlflow_run_id=run_id,
         ),
         top_features=config.explain.top_features,
@@ -675,10 +679,8 @@ def summarize(
             comparison_rows=promotion.comparison_rows,
             comparison_md5=promotion.comparison_md5,
         ),
-        metrics=best.evaluation.metrics.model_dump(),
-        candidates={
-            e.candidate.name: e.evaluation.metrics.model_dump() for e in assessment.evaluated
-        },
+        metrics=best.evaluation.metrics.values(),
+        candidates={e.candidate.name: e.evaluation.metrics.values() for e in assessment.evaluated},
         gates={name: verdict or "passed" for name, verdict in assessment.verdicts.items()},
         fairness={
             name: FairnessSummary(
@@ -709,6 +711,7 @@ def summarize(
         workspace=str(ws.root),
         encryption=outcome.encryption,
         failed=assessment.failed,
+        notes=config.notes,
     )
 
 

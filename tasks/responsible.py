@@ -63,7 +63,9 @@ def audit_fairness(
     features, target = features_and_target(read_frame(test), schema)
     predicted = load_artifact(candidate.model).predict(features)
     groups = sensitive_groups(features, schema, sensitive_features)
-    audit = audit_predictions(candidate.name, groups, target, predicted, sensitive_features, cfg)
+    audit = audit_predictions(
+        candidate.name, groups, target, predicted, sensitive_features, cfg, schema.target_labels
+    )
     directory = ws.artifacts_dir / "fairness"
     charts = {
         name: save_png(

@@ -138,7 +138,8 @@ def evaluate(
     candidate: TrainedCandidate, test: DataRef, schema: DatasetSchema, ws: Workspace
 ) -> EvaluatedCandidate:
     features, target = features_and_target(read_frame(test), schema)
-    evaluation = evaluate_model(load_artifact(candidate.model), features, target)
+    model = load_artifact(candidate.model)
+    evaluation = evaluate_model(model, features, target, schema.target_labels)
     figures = ws.artifacts_dir / "figures"
     roc = roc_figure(evaluation, f"ROC: {candidate.name}")
     confusion = confusion_figure(

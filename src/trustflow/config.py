@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trustflow.errors import ConfigError
-from trustflow.models.kinds import KINDS, CnnParams, ModelKind, params_problem
+from trustflow.models.kinds import KINDS, CnnParams, ModelKind, Task, params_problem
 
 
 class Frozen(BaseModel):
@@ -55,7 +55,9 @@ Column = Annotated[NumericColumn | CategoricalColumn, Field(discriminator="kind"
 
 class TargetSpec(Frozen):
     column: str
-    positive: str  # the label value counted as the positive class
+    # binary: two categories, one of them ``positive``; multiclass: three or more, no positive.
+    task: Task = "binary"
+    positive: str | None = None  # binary: the label value counted as the positive class
 
 
 class DatasetSchema(Frozen):
@@ -81,10 +83,22 @@ class DatasetSchema(Frozen):
         target = self.columns.get(self.target.column)
         if not isinstance(target, CategoricalColumn):
             raise ValueError(f"target '{self.target.column}' must be a categorical column")
-        if len(target.categories) != 2 or self.target.positive not in target.categories:
+        categories = list(target.categories)
+        if self.target.task == "binary" and (
+            len(categories) != 2 or self.target.positive not in categories
+        ):
             raise ValueError(
-                f"target '{self.target.column}' needs exactly two categories including "
-                f"positive '{self.target.positive}', got {list(target.categories)}"
+                f"target '{self.target.column}' (task: binary) needs exactly two categories "
+                f"including positive {self.target.positive!r}, got {categories}"
+                + ("; for more, set target.task: multiclass" if len(categories) > 2 else "")
+            )
+        if self.target.task == "multiclass" and (
+            len(categories) < 3 or self.target.positive is not None
+        ):
+            raise ValueError(
+                f"target '{self.target.column}' (task: multiclass) needs three or more "
+                f"categories and no positive class, got {categories}"
+                + (f" and positive {self.target.positive!r}" if self.target.positive else "")
             )
         for feature in self.sensitive_features:
             if feature not in self.columns:
@@ -95,12 +109,15 @@ class DatasetSchema(Frozen):
         return self
 
     @property
-    def target_labels(self) -> tuple[str, str]:
-        """(negative, positive) labels of the target, in the order of the 0/1 encoding."""
+    def target_labels(self) -> tuple[str, ...]:
+        """The target's labels in the order of its encoding 0, 1, ...: (negative, positive) for
+        a binary target, the schema's categories for a multiclass one."""
         target = self.columns[self.target.column]
         assert isinstance(target, CategoricalColumn)  # checked by _consistent
+        if self.target.task == "multiclass":
+            return target.categories
         negative = next(c for c in target.categories if c != self.target.positive)
-        return negative, self.target.positive
+        return negative, str(self.target.positive)
 
     @property
     def feature_columns(self) -> list[str]:
@@ -433,11 +450,55 @@ class TabularConfig(Frozen):
             tree["tracking"] = {**tracking, "experiment": name}
         return tree
 
+    @property
+    def candidates(self) -> tuple[CandidateConfig, ...]:
+        """What the run trains: ``train.candidates`` less those it leaves out (``left_out``)."""
+        left_out = self.left_out
+        return tuple(c for c in self.train.candidates if c.name not in left_out)
+
+    @property
+    def left_out(self) -> dict[str, str]:
+        """The candidates this data set cannot use, each with one line saying why: a kind that
+        cannot learn the target's task, a mitigation of a sensitive feature the schema lacks, or
+        a mitigation of a candidate left out. So the default list runs on any table."""
+        schema = self.data.dataset
+        task = schema.target.task
+        why: dict[str, str] = {}
+        for c in self.train.candidates:
+            mitigated = c.params.get("sensitive_feature")
+            if task not in c.model_kind.tasks:
+                why[c.name] = f"{c.kind} cannot learn a {task} target"
+            elif c.model_kind.mitigation and mitigated not in schema.columns:
+                why[c.name] = (
+                    f"its sensitive feature {mitigated!r} is not a column of data set "
+                    f"'{schema.name}'"
+                )
+        for c in self.train.candidates:  # a base is never a mitigation: one more pass will do
+            if c.name not in why and c.base in why:
+                why[c.name] = f"the candidate it post-processes, '{c.base}', is left out"
+        return {name: f"candidate '{name}' left out: {reason}" for name, reason in why.items()}
+
+    @property
+    def notes(self) -> list[str]:
+        """What this data set changes in the run, one line each (the run's summary shows them):
+        the candidates left out, and a fairness audit with nothing to audit."""
+        notes = list(self.left_out.values())
+        if not self.sensitive_features:
+            notes.append(
+                f"no fairness audit: data set '{self.data.dataset.name}' declares no sensitive "
+                "feature and fairness.features is not set"
+            )
+        return notes
+
     @model_validator(mode="after")
     def _encryption_has_a_linear_candidate(self) -> TabularConfig:
-        if self.encryption.enabled and not any(
-            c.model_kind.linear_head for c in self.train.candidates
-        ):
+        task = self.data.dataset.target.task
+        if self.encryption.enabled and task != "binary":
+            raise ValueError(
+                "encryption.enabled serves a binary target's linear model (one sigmoid); data "
+                f"set '{self.data.dataset.name}' is {task}"
+            )
+        if self.encryption.enabled and not any(c.model_kind.linear_head for c in self.candidates):
             kinds = ", ".join(sorted(k.name for k in KINDS.values() if k.linear_head))
             raise ValueError(
                 "encryption.enabled needs a linear-headed candidate in train.candidates "
@@ -460,7 +521,7 @@ class TabularConfig(Frozen):
                     f"fairness feature '{feature}' is numeric; give it bins in the schema "
                     "(e.g. bins: [25, 45, 65]) to audit it by group"
                 )
-        for candidate in self.train.candidates:
+        for candidate in self.candidates:
             mitigation = candidate.model_kind.mitigation
             if mitigation and self.split.valid_size == 0:
                 raise ValueError(

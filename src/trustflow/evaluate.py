@@ -18,47 +18,80 @@ from sklearn.pipeline import Pipeline
 
 
 class Metrics(BaseModel):
+    """Binary: ROC AUC and F1 of the positive class. Multiclass: ROC AUC one-vs-rest and F1,
+    both macro-averaged over the classes, and F1 weighted by class size as well."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     roc_auc: float
     accuracy: float
     f1: float
     log_loss: float
+    f1_weighted: float | None = None  # multiclass only
+
+    def values(self) -> dict[str, float]:
+        """The metrics this task has, by name (what is tracked and reported)."""
+        return {name: value for name, value in self.model_dump().items() if value is not None}
+
+
+class RocCurve(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str  # the class scored against the rest (binary: the positive class)
+    auc: float
+    fpr: list[float]
+    tpr: list[float]
 
 
 class Evaluation(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     metrics: Metrics
-    fpr: list[float]
-    tpr: list[float]
-    confusion: list[list[int]]  # [[tn, fp], [fn, tp]]
+    curves: list[RocCurve]  # binary: one; multiclass: one per class, against the rest
+    confusion: list[list[int]]  # actual (rows) by predicted (columns), in label order
 
 
-def evaluate_model(model: Pipeline, features: pd.DataFrame, target: np.ndarray) -> Evaluation:
-    proba = model.predict_proba(features)[:, 1]
+def evaluate_model(
+    model: Pipeline, features: pd.DataFrame, target: np.ndarray, labels: tuple[str, ...]
+) -> Evaluation:
+    """``target`` is encoded 0, 1, ... in the order of ``labels``."""
+    proba = np.asarray(model.predict_proba(features), dtype=np.float64)
     # The model's own labels: for a randomised classifier (a fairness post-processing) they are
-    # not a threshold on ``proba``.
-    labels = np.asarray(model.predict(features), dtype=np.int64)
-    fpr, tpr, _ = roc_curve(target, proba)
+    # not the most probable class.
+    predicted = np.asarray(model.predict(features), dtype=np.int64)
+    codes = list(range(len(labels)))
+    binary = len(labels) == 2
+    scored = [1] if binary else codes
+    curves = []
+    for code in scored:
+        fpr, tpr, _ = roc_curve(target == code, proba[:, code])
+        auc = float(roc_auc_score(target == code, proba[:, code]))
+        curves.append(RocCurve(label=labels[code], auc=auc, fpr=fpr.tolist(), tpr=tpr.tolist()))
     metrics = Metrics(
-        roc_auc=float(roc_auc_score(target, proba)),
-        accuracy=float(accuracy_score(target, labels)),
-        f1=float(f1_score(target, labels)),
-        log_loss=float(log_loss(target, proba, labels=[0, 1])),
+        roc_auc=curves[0].auc
+        if binary
+        else float(roc_auc_score(target, proba, multi_class="ovr", average="macro", labels=codes)),
+        accuracy=float(accuracy_score(target, predicted)),
+        f1=float(f1_score(target, predicted, average="binary" if binary else "macro")),
+        log_loss=float(log_loss(target, proba, labels=codes)),
+        f1_weighted=None
+        if binary
+        else float(f1_score(target, predicted, average="weighted", labels=codes)),
     )
     return Evaluation(
         metrics=metrics,
-        fpr=fpr.tolist(),
-        tpr=tpr.tolist(),
-        confusion=confusion_matrix(target, labels, labels=[0, 1]).tolist(),
+        curves=curves,
+        confusion=confusion_matrix(target, predicted, labels=codes).tolist(),
     )
 
 
 def roc_figure(evaluation: Evaluation, title: str) -> Figure:
     fig = Figure(figsize=(4.5, 4.5), dpi=100)
     ax = fig.add_subplot()
-    ax.plot(evaluation.fpr, evaluation.tpr, label=f"AUC = {evaluation.metrics.roc_auc:.3f}")
+    several = len(evaluation.curves) > 1
+    for curve in evaluation.curves:
+        name = f"{curve.label} vs rest: " if several else ""
+        ax.plot(curve.fpr, curve.tpr, label=f"{name}AUC = {curve.auc:.3f}")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
     ax.set(xlabel="False positive rate", ylabel="True positive rate", title=title)
     ax.legend(loc="lower right")
@@ -66,7 +99,7 @@ def roc_figure(evaluation: Evaluation, title: str) -> Figure:
     return fig
 
 
-def confusion_figure(evaluation: Evaluation, title: str, labels: tuple[str, str]) -> Figure:
+def confusion_figure(evaluation: Evaluation, title: str, labels: tuple[str, ...]) -> Figure:
     matrix = np.array(evaluation.confusion)
     fig = Figure(figsize=(4.5, 4), dpi=100)
     ax = fig.add_subplot()
@@ -74,8 +107,9 @@ def confusion_figure(evaluation: Evaluation, title: str, labels: tuple[str, str]
     for (i, j), count in np.ndenumerate(matrix):
         colour = "white" if count > matrix.max() / 2 else "black"
         ax.text(j, i, f"{count:,}", ha="center", va="center", color=colour)
-    ax.set_xticks([0, 1], labels=list(labels))
-    ax.set_yticks([0, 1], labels=list(labels))
+    ticks = list(range(len(labels)))
+    ax.set_xticks(ticks, labels=list(labels))
+    ax.set_yticks(ticks, labels=list(labels))
     ax.set(xlabel="Predicted", ylabel="Actual", title=title)
     fig.tight_layout()
     return fig

@@ -14,6 +14,8 @@ features therefore depend on that (arbitrary) order more than numeric ones do; t
 
 from __future__ import annotations
 
+import warnings
+from html import escape
 from typing import Any, Literal
 
 import numpy as np
@@ -23,13 +25,17 @@ from pydantic import BaseModel, ConfigDict
 
 from trustflow.config import CategoricalColumn, DatasetSchema
 
-Method = Literal["ebm_term_importance", "morris_sensitivity"]
+Method = Literal["ebm_term_importance", "morris_sensitivity", "morris_sensitivity_classes"]
 METHOD_NOTES: dict[str, str] = {
     "ebm_term_importance": "EBM term importance: mean |contribution to the log-odds| "
     "over the training rows (InterpretML ExplainableBoostingClassifier.explain_global)",
     "morris_sensitivity": "Morris sensitivity (mu*): mean |change in P(positive)| when one "
     "feature is perturbed, over sampled test rows (InterpretML MorrisSensitivity); categorical "
     "features are perturbed through their category codes",
+    "morris_sensitivity_classes": "Morris sensitivity (mu*) of each class's probability, "
+    "averaged over the classes: mean |change in P(class)| when one feature is perturbed, over "
+    "sampled test rows (InterpretML MorrisSensitivity, which takes one output at a time); "
+    "categorical features are perturbed through their category codes",
 }
 
 
@@ -60,7 +66,11 @@ def _ranked(names: list[Any], scores: list[Any]) -> list[Importance]:
 def explain_glassbox(model: Any, name: str, rows: int) -> tuple[GlobalExplanation, str]:
     """The EBM's own global explanation, and InterpretML's interactive view of it as HTML."""
     ebm = model.steps[-1][1] if hasattr(model, "steps") else model
-    explanation = ebm.explain_global(name=name)
+    with warnings.catch_warnings():
+        # A multiclass EBM's pair terms cannot be shown by InterpretML: its explanation lists
+        # the single features only.
+        warnings.filterwarnings("ignore", "Dropping term .* multinomial interactions")
+        explanation = ebm.explain_global(name=name)
     data = explanation.data()
     result = GlobalExplanation(
         model=name,
@@ -108,18 +118,45 @@ def explain_black_box(
 
     coded = _CodedModel(model, schema)
     sample = frame.sample(n=min(rows, len(frame)), random_state=seed)
-    explainer = MorrisSensitivity(
-        coded.predict_proba, coded.encode(sample), feature_names=coded.columns
-    )
-    explanation = explainer.explain_global(name=name)
-    data = explanation.data()
+    data = coded.encode(sample)
+    classes = len(schema.target_labels)
+    if classes == 2:
+        explanation = MorrisSensitivity(
+            coded.predict_proba, data, feature_names=coded.columns
+        ).explain_global(name=name)
+        result = GlobalExplanation(
+            model=name,
+            method="morris_sensitivity",
+            rows=len(sample),
+            importances=_ranked(
+                list(explanation.data()["names"]), list(explanation.data()["scores"])
+            ),
+        )
+        return result, _html(explanation)
+    # InterpretML's Morris takes a binary classifier or one output: each class's probability in
+    # turn, averaged.
+    per_class = [
+        MorrisSensitivity(
+            lambda values, code=code: coded.predict_proba(values)[:, code],
+            data,
+            feature_names=coded.columns,
+        ).explain_global(name=f"{name}: P({label})")
+        for code, label in enumerate(schema.target_labels)
+    ]
+    names = list(per_class[0].data()["names"])
+    scores = np.mean([np.asarray(e.data()["scores"], dtype=np.float64) for e in per_class], axis=0)
     result = GlobalExplanation(
         model=name,
-        method="morris_sensitivity",
+        method="morris_sensitivity_classes",
         rows=len(sample),
-        importances=_ranked(list(data["names"]), list(data["scores"])),
+        importances=_ranked(names, list(scores)),
     )
-    return result, _html(explanation)
+    sections = [
+        f"<h2>{escape(explanation.name)}</h2>"
+        + explanation.visualize().to_html(include_plotlyjs="cdn", full_html=False)
+        for explanation in per_class
+    ]
+    return result, "<!DOCTYPE html><html><body>" + "".join(sections) + "</body></html>"
 
 
 def _html(explanation: Any) -> str:
@@ -136,7 +173,11 @@ def importance_figure(explanation: GlobalExplanation, top: int = 15) -> Figure:
     ax.barh(range(len(shown)), [item.score for item in shown], color="C0")
     ax.set_yticks(range(len(shown)), labels=[item.feature for item in shown])
     ax.invert_yaxis()
-    label = {"ebm_term_importance": "mean |score|", "morris_sensitivity": "mu*"}[explanation.method]
+    label = {
+        "ebm_term_importance": "mean |score|",
+        "morris_sensitivity": "mu*",
+        "morris_sensitivity_classes": "mean mu* over the classes",
+    }[explanation.method]
     ax.set(xlabel=label, title=f"Global explanation: {explanation.model}")
     ax.grid(axis="x", linewidth=0.3)
     fig.tight_layout()

@@ -335,9 +335,15 @@ def audit_predictions(
     predicted: np.ndarray,
     features: tuple[str, ...],
     cfg: FairnessConfig,
+    labels: tuple[str, ...] = (),
 ) -> FairnessAudit:
-    """Audit one candidate's predicted labels on ``frame`` (the test split)."""
-    counts = _finest_counts(frame, target, predicted, features)
+    """Audit one candidate's predicted labels on ``frame`` (the test split). With more than two
+    ``labels`` (a multiclass target encoded 0, 1, ...), each class is audited one against the
+    rest, and each feature keeps its worst class's audit, the class named."""
+    if len(labels) > 2 and features:
+        return _worst_class(candidate, frame, target, predicted, features, cfg, labels)
+    # No sensitive feature declared: nothing to group by, an audit of no features.
+    counts = _finest_counts(frame, target, predicted, features) if features else pd.DataFrame()
     return FairnessAudit(
         candidate=candidate,
         rows=len(frame),
@@ -357,6 +363,47 @@ def audit_predictions(
             for name in audited_features(features, cfg)
         },
     )
+
+
+def _worst_class(
+    candidate: str,
+    frame: pd.DataFrame,
+    target: np.ndarray,
+    predicted: np.ndarray,
+    features: tuple[str, ...],
+    cfg: FairnessConfig,
+    labels: tuple[str, ...],
+) -> FairnessAudit:
+    per_class = {
+        label: audit_predictions(
+            candidate,
+            frame,
+            (target == code).astype(np.int64),
+            (predicted == code).astype(np.int64),
+            features,
+            cfg,
+        )
+        for code, label in enumerate(labels)
+    }
+
+    def severity(item: tuple[str, FeatureAudit]) -> tuple[bool, float]:
+        audit = item[1]
+        return (not audit.passed, audit.equalized_odds_difference or 0.0)
+
+    worst: dict[str, FeatureAudit] = {}
+    for name in audited_features(features, cfg):
+        label, audit = max(((lb, a.features[name]) for lb, a in per_class.items()), key=severity)
+        where = f"{name} (class '{label}' vs the rest)"
+        worst[name] = audit.model_copy(
+            update={
+                "violations": [v.model_copy(update={"feature": where}) for v in audit.violations],
+                "warnings": [f"class '{label}' vs the rest: {w}" for w in audit.warnings],
+                "unmeasured": audit.unmeasured
+                and f"class '{label}' vs the rest: {audit.unmeasured}",
+            }
+        )
+    first = next(iter(per_class.values()))
+    return first.model_copy(update={"features": worst})
 
 
 def audit_figure(audit: FeatureAudit, title: str) -> Figure:

@@ -32,7 +32,8 @@ class ModelCardFacts(BaseModel):
     candidate: str
     kind: str
     target: str
-    positive_label: str
+    task: str = "binary"  # the target's task (DatasetSchema target.task)
+    labels: tuple[str, ...]  # the target's labels; binary: (negative, positive)
     data: DataFacts
     metrics: dict[str, float]
     selection_metric: str
@@ -45,12 +46,12 @@ class ModelCardFacts(BaseModel):
     privacy: str = NO_PRIVACY
     encryption: str | None = None  # the encryption parity gate's result, when it ran
     failed: dict[str, str] = {}  # candidates that did not train, and why
+    left_out: dict[str, str] = {}  # candidates this data set cannot use, and why
     mlflow_run_id: str
 
 
 def render_model_card(facts: ModelCardFacts, top_features: int = 10) -> str:
     data = facts.data
-    audit = facts.fairness
     lines = [
         f"# Model card: {facts.model_name} v{facts.version}",
         "",
@@ -64,9 +65,16 @@ def render_model_card(facts: ModelCardFacts, top_features: int = 10) -> str:
             if facts.failed
             else []
         ),
+        *(
+            ["Candidates left out for this data set:", ""]
+            + [f"- {reason}" for reason in facts.left_out.values()]
+            + [""]
+            if facts.left_out
+            else []
+        ),
         "## Intended use",
         "",
-        f"Predicts whether `{facts.target}` is `{facts.positive_label}` for one record of the "
+        f"{_prediction(facts)} for one record of the "
         f"`{data.name}` data set's features, as a decision aid to be reviewed by a person. It is "
         "not meant for decisions about individuals without human review, nor for populations "
         "unlike the training data (see Limitations).",
@@ -95,17 +103,7 @@ def render_model_card(facts: ModelCardFacts, top_features: int = 10) -> str:
         "",
         "## Fairness",
         "",
-        f"Fairlearn audit on {audit.rows:,} test rows; groups with fewer than "
-        f"{audit.min_group_rows} rows are listed but not measured. Limits: "
-        + ", ".join(
-            f"{name} = {'off' if limit is None else f'{limit:g}'}"
-            for name, limit in audit.limits.items()
-        )
-        + ".",
-        "",
-        fairness_table(audit),
-        "",
-        *[f"- {warning}" for warning in audit.warnings],
+        *_fairness(facts),
         "",
         "## Top features",
         "",
@@ -143,8 +141,8 @@ def render_model_card(facts: ModelCardFacts, top_features: int = 10) -> str:
         f"- Trained and evaluated on one split of `{data.name}`; metrics and fairness figures "
         "describe that population and period only.",
         "- Fairness is audited only for the sensitive features the data set declares "
-        f"({', '.join(audit.features)}); small groups are reported but not measured, so their "
-        "disparities are unknown.",
+        f"({', '.join(facts.fairness.features) or 'none'}); small groups are reported but not "
+        "measured, so their disparities are unknown.",
         "- Group metrics are computed on predicted labels at the model's decision threshold; "
         "another threshold changes them.",
         "- Explanations are global and associative: they describe what moves the model's output, "
@@ -152,3 +150,40 @@ def render_model_card(facts: ModelCardFacts, top_features: int = 10) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _prediction(facts: ModelCardFacts) -> str:
+    if facts.task == "multiclass":
+        return (
+            f"Predicts which of the {len(facts.labels)} classes of `{facts.target}` "
+            f"({', '.join(f'`{label}`' for label in facts.labels)}) holds"
+        )
+    return f"Predicts whether `{facts.target}` is `{facts.labels[-1]}`"
+
+
+def _fairness(facts: ModelCardFacts) -> list[str]:
+    audit = facts.fairness
+    if not audit.features:
+        return [
+            f"No fairness audit: data set `{facts.data.name}` declares no sensitive feature and "
+            "fairness.features is not set, so no limit was checked. Nothing here says this "
+            "model treats groups of people alike."
+        ]
+    one_vs_rest = (
+        " For this multiclass target each class is audited one against the rest, and each "
+        "feature's row is its worst class."
+        if facts.task == "multiclass"
+        else ""
+    )
+    limits = ", ".join(
+        f"{name} = {'off' if limit is None else f'{limit:g}'}"
+        for name, limit in audit.limits.items()
+    )
+    return [
+        f"Fairlearn audit on {audit.rows:,} test rows; groups with fewer than "
+        f"{audit.min_group_rows} rows are listed but not measured. Limits: {limits}." + one_vs_rest,
+        "",
+        fairness_table(audit),
+        "",
+        *[f"- {warning}" for warning in audit.warnings],
+    ]

@@ -120,7 +120,9 @@ def tabular_score(schema: DatasetSchema, metric: str) -> Scorer:
 
     def score(model: Any, frame: pd.DataFrame) -> float:
         features, target = features_and_target(frame, schema)
-        return float(getattr(evaluate_model(model, features, target).metrics, metric))
+        return float(
+            getattr(evaluate_model(model, features, target, schema.target_labels).metrics, metric)
+        )
 
     return score
 

@@ -131,10 +131,17 @@ def track_pipeline(
                 }
                 for name, audited in audits.items()
             }
-            | {name: {"trained": False, "reason": reason} for name, reason in failed.items()},
+            | {name: {"trained": False, "reason": reason} for name, reason in failed.items()}
+            | {
+                name: {"trained": False, "left_out": True, "reason": reason}
+                for name, reason in config.left_out.items()
+            },
             "gates.json",
         )
         mlflow.set_tags({f"trustflow.failed.{name}": reason for name, reason in failed.items()})
+        mlflow.set_tags(
+            {f"trustflow.left_out.{name}": reason for name, reason in config.left_out.items()}
+        )
         _log_explanation(best_explanation, "explanation")
         _log_privacy(privacy, release, config.privacy.utility_report)
         candidate_runs: dict[str, str] = {}
@@ -149,7 +156,7 @@ def track_pipeline(
             ) as child:
                 mlflow.log_params({"kind": candidate.config.kind, **candidate.config.params})
                 mlflow.log_metrics(
-                    {**item.evaluation.metrics.model_dump(), "fit_seconds": candidate.fit_seconds}
+                    {**item.evaluation.metrics.values(), "fit_seconds": candidate.fit_seconds}
                 )
                 if candidate.config.model_kind.network:
                     log_training(

@@ -160,7 +160,7 @@ def register_best(
             parity=export.reason(),
             fairness_passed=audited.audit.passed,
             fairness=audited.audit.reason(),
-            metrics=best.evaluation.metrics.model_dump(),
+            metrics=best.evaluation.metrics.values(),
         ),
     )
 

@@ -20,7 +20,10 @@ CASES = {
     "unknown-category": (set_cell("race", 2, "Martian"), "unknown category 'Martian' (row 3)"),
     "empty": (lambda f: f.iloc[:0], "no data rows"),
     "all-null-column": (lambda f: f.assign(workclass=""), "column 'workclass' has no values"),
-    "one-class-target": (lambda f: f.assign(income=">50K"), "target 'income' has 1 class(es)"),
+    "one-class-target": (
+        lambda f: f.assign(income=">50K"),
+        "target 'income' has no rows of class(es) ['<=50K']",
+    ),
     "duplicated-header": (with_header_row(5), "row 6 repeats the header row"),
 }
 

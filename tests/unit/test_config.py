@@ -101,9 +101,16 @@ def test_schema_reference_to_a_file(tmp_path: Path) -> None:
         "  y: {kind: categorical, categories: ['no', 'yes']}\n"
         "target: {column: y, positive: 'yes'}\n"
     )
-    # The default candidates mitigate Adult's 'sex'; a data set without it says so.
-    with pytest.raises(ConfigError, match="data set 'toy' declares no sensitive_features"):
-        load_config(None, [f"data.dataset={schema}"])
+    # The default candidates mitigate Adult's 'sex': on a data set without it that mitigation
+    # is left out, saying why, and so is the fairness audit.
+    defaults = load_config(None, [f"data.dataset={schema}"])
+    assert [c.name for c in defaults.candidates] == ["logreg", "hgb", "ebm", "mlp"]
+    assert defaults.notes == [
+        "candidate 'hgb-fair' left out: its sensitive feature 'sex' is not a column of data set "
+        "'toy'",
+        "no fairness audit: data set 'toy' declares no sensitive feature and fairness.features "
+        "is not set",
+    ]
     cfg = load_config(
         None, [f"data.dataset={schema}", "train.candidates=[{name: lr, kind: logistic_regression}]"]
     )

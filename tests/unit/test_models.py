@@ -45,7 +45,7 @@ def test_candidates_train_deterministically_and_beat_chance(kind: str, splits) -
     first = train_candidate(fit_preprocessor(splits.train, SCHEMA), features, target, cfg, 1)
     second = train_candidate(fit_preprocessor(splits.train, SCHEMA), features, target, cfg, 1)
     np.testing.assert_array_equal(first.predict_proba(test_x), second.predict_proba(test_x))
-    evaluation = evaluate_model(first, test_x, test_y)
+    evaluation = evaluate_model(first, test_x, test_y, SCHEMA.target_labels)
     assert evaluation.metrics.roc_auc > 0.8
     assert sum(map(sum, evaluation.confusion)) == len(test_y)
     assert roc_figure(evaluation, "t").axes and confusion_figure(evaluation, "t", ("a", "b")).axes

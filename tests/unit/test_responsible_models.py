@@ -153,7 +153,7 @@ def test_the_model_card_states_lineage_fairness_features_privacy_and_parity(trai
             candidate="hgb",
             kind="hist_gradient_boosting",
             target="income",
-            positive_label=">50K",
+            labels=("<=50K", ">50K"),
             data=DataFacts(
                 name="adult",
                 md5="ab" * 16,

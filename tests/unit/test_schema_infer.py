@@ -101,7 +101,10 @@ def test_extra_columns_drop_reads_a_wider_table(adult_sample: pd.DataFrame) -> N
     [
         (["--target", "age"], "target 'age' has "),
         (["--target", "income", "--sensitive", "gender"], "no column(s) ['gender']"),
-        (["--target", "workclass", "--columns", "age"], "target 'workclass' has 7 distinct"),
+        (
+            ["--target", "workclass", "--task", "binary", "--columns", "age"],
+            "...); a binary target needs exactly 2",
+        ),
     ],
 )
 def test_bad_requests_are_one_line(table: Path, capsys, args, expected) -> None:
@@ -133,3 +136,26 @@ def test_a_numeric_sensitive_feature_gets_bins_to_review(table: Path, capsys, tm
 def test_a_target_without_values_is_one_line(adult_sample: pd.DataFrame) -> None:
     with pytest.raises(ConfigError, match="target 'income' has 0 distinct values"):
         infer_schema(adult_sample.assign(income="?"), Path("x.csv"), "income")
+
+
+def test_a_target_of_three_classes_is_inferred_as_multiclass(tmp_path, capsys) -> None:
+    iris = load_source("bundled:iris").frame
+    source = tmp_path / "flowers.csv"
+    iris.to_csv(source, index=False)
+    assert main(["schema", "infer", str(source), "--target", "species"]) == 0
+    text = capsys.readouterr().out
+    assert "  task: multiclass\n" in text and "positive" not in text
+    schema = tmp_path / "flowers.yaml"
+    schema.write_text(text)
+    config = load_config(None, [f"data.dataset={schema}"])
+    assert config.data.dataset.target_labels == ("setosa", "versicolor", "virginica")
+    assert config.registry.model_name == "flowers"
+    # Asked for binary, three classes are one line naming the count.
+    assert main(["schema", "infer", str(source), "--target", "species", "--task", "binary"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "target 'species' has 3 distinct values (setosa, versicolor, virginica); a binary "
+        "target needs exactly 2"
+        in err
+        and err.strip().count("\n") == 0
+    )

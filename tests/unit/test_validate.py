@@ -19,7 +19,10 @@ BAD_INPUTS = {
     "unknown category": (set_cell("sex", 7, "Alien"), ["'sex'", "category 'Alien'", "row 8"]),
     "empty data": (lambda f: f.iloc[:0], ["no data rows"]),
     "all-null column": (lambda f: f.assign(occupation="?"), ["column 'occupation'", "all null"]),
-    "one target class": (lambda f: f.assign(income="<=50K"), ["target 'income'", "1 class(es)"]),
+    "one target class": (
+        lambda f: f.assign(income="<=50K"),
+        ["target 'income'", "no rows of class(es) ['>50K']"],
+    ),
     "duplicated header row": (with_header_row(10), ["row 11 repeats the header row"]),
     "below its bounds": (set_cell("age", 4, "-5"),
                          ["column 'age' has -5 (row 5), outside its bounds [17, 90]",

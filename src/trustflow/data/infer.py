@@ -47,6 +47,7 @@ def infer_schema(
     sensitive: Sequence[str] = (),
     columns: Sequence[str] | None = None,
     missing_values: Sequence[str] = ("?", ""),
+    task: str | None = None,
 ) -> str:
     """The schema of ``frame`` (every value as text, as a CSV source reads it) as commented
     YAML. ``columns`` keeps only those (the rest are listed under ``ignore``)."""
@@ -60,7 +61,7 @@ def infer_schema(
     text = frame.astype("string").apply(lambda col: col.str.strip())
     absent = text.isna() | text.isin(list(missing_values))
 
-    target_line, positive = _target(target, text[target][~absent[target]], origin)
+    target_line, target_spec = _target(target, text[target][~absent[target]], origin, task)
     lines: list[str] = []
     ignored: dict[str, str] = {c: "not in --columns" for c in header if c not in kept}
     for name in kept:
@@ -104,7 +105,7 @@ def infer_schema(
         f"name: {_flow(_schema_name(origin))}",
         "target:",
         f"  column: {_flow(target)}",
-        f"  positive: {_flow(positive)}  # the rarer class: check it is the one to predict",
+        *target_spec,
         f"sensitive_features: {_flow(list(sensitive))}",
         f"missing_values: {_flow(list(missing_values))}",
         "columns:",
@@ -122,17 +123,24 @@ def infer_schema(
     return result
 
 
-def _target(name: str, values: pd.Series, origin: Path) -> tuple[str, str]:
-    """The target's schema line, and its rarer class as the positive label."""
+def _target(name: str, values: pd.Series, origin: Path, task: str | None) -> tuple[str, list[str]]:
+    """The target's column line, and the lines of the schema's target block after its column:
+    the task and, for a binary target, its rarer class as the positive label. ``task`` None:
+    binary for two distinct values, multiclass for more."""
     counts = values.value_counts()
-    if len(counts) != 2:
-        shown = ", ".join(map(str, sorted(counts.index, key=str)[:5]))
-        more = ", ..." if len(counts) > 5 else ""
+    shown = ", ".join(map(str, sorted(counts.index, key=str)[:5]))
+    more = ", ..." if len(counts) > 5 else ""
+    task = task or ("binary" if len(counts) == 2 else "multiclass")
+    needed = {"binary": "exactly 2", "multiclass": f"3 to {MAX_CATEGORIES}"}[task]
+    if (task == "binary") != (len(counts) == 2) or not 2 <= len(counts) <= MAX_CATEGORIES:
         raise ConfigError(
-            f"{origin}: target '{name}' has {len(counts)} distinct values ({shown}{more}); the "
-            "tabular pipeline predicts a binary target (multiclass and regression are not "
-            "supported yet)"
+            f"{origin}: target '{name}' has {len(counts)} distinct values ({shown}{more}); a "
+            f"{task} target needs {needed} (a numeric target to regress on is not supported yet)"
         )
     spec = {"kind": "categorical", "categories": sorted(map(str, counts.index))}
+    line = f"  {_flow(name)}: {_flow(spec)}  # the target"
+    if task == "multiclass":
+        return line, ["  task: multiclass"]
     rare = counts[counts == counts.min()].index
-    return f"  {_flow(name)}: {_flow(spec)}  # the target", str(sorted(rare, key=str)[-1])
+    positive = _flow(str(sorted(rare, key=str)[-1]))
+    return line, [f"  positive: {positive}  # the rarer class: check it is the one to predict"]

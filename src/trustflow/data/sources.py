@@ -62,6 +62,8 @@ def source_digest(spec: str) -> str | None:
     if scheme == "bundled" and location == "adult":
         root = resources.files("trustflow.datasets").joinpath("adult")
         paths = [root.joinpath(name) for name in ("adult.data", "adult.test")]
+    elif scheme == "bundled":
+        paths = [_bundled_csv(location)]
     elif scheme in ("csv", "parquet"):
         paths = [_existing(location)]
     else:
@@ -72,9 +74,20 @@ def source_digest(spec: str) -> str | None:
     return digest.hexdigest()
 
 
+BUNDLED = ("adult", "iris")
+
+
+def _bundled_csv(name: str) -> Path:
+    """A bundled data set other than Adult: ``datasets/<name>/<name>.csv``, with a header."""
+    if name not in BUNDLED:
+        raise DataSourceError(f"no bundled data set named '{name}' (bundled: {', '.join(BUNDLED)})")
+    return Path(str(resources.files("trustflow.datasets").joinpath(name, f"{name}.csv")))
+
+
 def _bundled(name: str) -> LoadedSource:
     if name != "adult":
-        raise DataSourceError(f"no bundled data set named '{name}' (bundled: adult)")
+        loaded = _csv(str(_bundled_csv(name)))
+        return LoadedSource(loaded.frame, f"bundled:{name}")
     root = resources.files("trustflow.datasets").joinpath("adult")
     parts = []
     for filename in ("adult.data", "adult.test"):

@@ -106,10 +106,12 @@ def validate_frame(
     clean = pd.DataFrame(typed)
 
     target = schema.target.column
-    classes = sorted(clean[target].dropna().unique())
-    if len(classes) != 2:
+    seen = set(clean[target].dropna().unique())
+    absent = [label for label in schema.target_labels if label not in seen]
+    if absent:
         raise DataValidationError(
-            f"{origin}: target '{target}' has {len(classes)} class(es) {classes}; expected 2"
+            f"{origin}: target '{target}' has no rows of class(es) {absent}; the model predicts "
+            f"every class the schema lists ({list(schema.target_labels)}), so each needs rows"
         )
 
     features = clean[schema.feature_columns]

@@ -188,12 +188,11 @@ def convert_pipeline(
         graph = _convert_neural(model, schema, cfg)
     else:
         graph = _convert_sklearn(model, schema, cfg)
-    # What a server needs beyond the graph: the label names behind the 0/1 output.
-    negative, positive = schema.target_labels
+    # What a server needs beyond the graph: the label names behind the 0, 1, ... output.
     for key, value in {
         METADATA_DATASET: schema.name,
         METADATA_TARGET: schema.target.column,
-        METADATA_CLASSES: json.dumps([negative, positive]),
+        METADATA_CLASSES: json.dumps(list(schema.target_labels)),
     }.items():
         graph.metadata_props.add(key=key, value=value)
     # Converters name the graph with a random UUID; a fixed name keeps the file a function of

@@ -8,6 +8,7 @@ categories itself) and its pipeline is the model alone.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +48,11 @@ def train_candidate(
     estimator = make_estimator(cfg, seed)
     raw_features = cfg.model_kind.raw_features
     try:
-        estimator.fit(features if raw_features else preprocessor.transform(features), target)
+        with warnings.catch_warnings():
+            # A multiclass EBM keeps its pair terms but InterpretML cannot show them: its
+            # explanation lists the single features (the model card says which method).
+            warnings.filterwarnings("ignore", "For multiclass we cannot currently visualize")
+            estimator.fit(features if raw_features else preprocessor.transform(features), target)
     except ValueError as exc:  # sklearn rejects invalid hyper-parameter values at fit time
         raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}): {exc}") from exc
     if raw_features:

@@ -171,6 +171,7 @@ def _explainable_boosting(params: ExplainableBoostingParams, seed: int) -> Any:
 
 
 OnnxConverter = Literal["skl2onnx", "ebm2onnx", "network"]
+Task = Literal["binary", "multiclass"]
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,8 @@ class ModelKind:
     # Its ONNX graph ends in one linear layer and a sigmoid, so the server can evaluate that
     # head on encrypted features (trustflow.crypto; encryption.enabled).
     linear_head: bool = False
+    # The target tasks it can learn (DatasetSchema target.task).
+    tasks: frozenset[Task] = frozenset({"binary", "multiclass"})
 
     def validate(self, params: dict[str, Any]) -> Params:
         return self.params.model_validate(params)
@@ -240,6 +243,7 @@ KINDS: dict[str, ModelKind] = {
             None,
             mitigation=True,
             onnx=None,
+            tasks=frozenset({"binary"}),  # thresholds on one score: two classes only
         ),
         ModelKind(
             "mlp",

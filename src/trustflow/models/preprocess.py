@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from trustflow.config import CategoricalColumn, DatasetSchema
+from trustflow.errors import DataValidationError
 
 
 def build_preprocessor(
@@ -42,9 +43,17 @@ def build_preprocessor(
 def features_and_target(
     frame: pd.DataFrame, schema: DatasetSchema
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Feature columns in schema order and the 0/1 target (1 = the positive label)."""
-    target = (frame[schema.target.column] == schema.target.positive).to_numpy(dtype=np.int64)
-    return frame[schema.feature_columns], target
+    """Feature columns in schema order and the target encoded 0, 1, ... in the order of
+    ``schema.target_labels`` (binary: 1 = the positive label). Validation has refused labels
+    outside the schema, so every row has a code."""
+    column = schema.target.column
+    codes = pd.Categorical(frame[column], categories=schema.target_labels).codes
+    if (codes < 0).any():
+        value = frame[column].iloc[int(np.argmax(codes < 0))]
+        raise DataValidationError(
+            f"target '{column}' has {value!r}, not one of {list(schema.target_labels)}"
+        )
+    return frame[schema.feature_columns], codes.astype(np.int64)
 
 
 def fit_preprocessor(train: pd.DataFrame, schema: DatasetSchema) -> ColumnTransformer:
