@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override one config value, e.g. --set train.seed=7 (repeatable)",
     )
+    run.add_argument(
+        "--candidates",
+        metavar="A,B",
+        help="train only these of train.candidates, by name, e.g. --candidates logreg,hgb",
+    )
     run.add_argument("--workspace", help="workspace directory (default: $TRUSTFLOW_WORKSPACE or .)")
     run.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     run.add_argument("--quiet", action="store_true", help="no stage lines on stderr")
@@ -238,6 +243,11 @@ def _fail(
     return 1
 
 
+def _names(text: str) -> list[str]:
+    """A comma-separated list of names (``a,b``), blanks dropped."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def run_command(args: argparse.Namespace) -> int:
     from trustflow.workspace import Workspace
 
@@ -251,7 +261,8 @@ def run_command(args: argparse.Namespace) -> int:
     from trustflow.errors import ConfigError
 
     try:
-        config = load_config(args.config, args.overrides, pipeline.config)
+        chosen = None if args.candidates is None else _names(args.candidates)
+        config = load_config(args.config, args.overrides, pipeline.config, candidates=chosen)
     except ConfigError as exc:
         return _fail(err, args, exc)
     title = f"[bold]{pipeline.flow_name}[/bold] in {workspace.root}"
@@ -672,17 +683,14 @@ def schema_command(args: argparse.Namespace) -> int:
     from trustflow.data.sources import load_source
     from trustflow.errors import TrustflowError
 
-    def names(text: str | None) -> list[str] | None:
-        return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
-
     try:
         loaded = load_source(f"csv:{args.file}", encoding=args.encoding)
         text = infer_schema(
             loaded.frame,
             Path(args.file),
             args.target,
-            sensitive=names(args.sensitive) or [],
-            columns=names(args.columns),
+            sensitive=_names(args.sensitive),
+            columns=None if args.columns is None else _names(args.columns),
             task=args.task,
         )
     except TrustflowError as exc:

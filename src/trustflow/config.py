@@ -617,6 +617,27 @@ def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _only_candidates(tree: dict[str, Any], names: list[str], defaults: BaseModel) -> dict[str, Any]:
+    """``train.candidates`` (the tree's, else the pipeline's default list) narrowed to
+    ``names``, in the list's own order; a name the list lacks is an error naming the known."""
+    train = tree.get("train") or {}
+    listed = train.get("candidates") if isinstance(train, dict) else None
+    if listed is None:
+        default = getattr(getattr(defaults, "train", None), "candidates", None)
+        if default is None:
+            raise ConfigError("--candidates: this pipeline has no train.candidates to choose from")
+        listed = [c.model_dump(mode="json", exclude_defaults=True) for c in default]
+    known = [c.get("name") for c in listed if isinstance(c, dict)]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ConfigError(
+            f"--candidates: no candidate named {', '.join(map(repr, unknown)) or 'at all'}; "
+            f"train.candidates has {', '.join(map(str, known))}"
+        )
+    kept = [c for c in listed if isinstance(c, dict) and c.get("name") in names]
+    return {**tree, "train": {**train, "candidates": kept}}
+
+
 def _over_pipeline_defaults(kind: type[BaseModel], tree: dict[str, Any]) -> dict[str, Any]:
     """A section the pipeline gives defaults of its own (train-digits' registry: digits-cnn on
     accuracy) keeps them when a file or ``--set`` changes one of its keys; otherwise
@@ -797,13 +818,20 @@ PipelineConfig = TypeVar("PipelineConfig", bound=BaseModel)
 
 @overload
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    candidates: list[str] | None = None,
 ) -> TabularConfig: ...
 
 
 @overload
 def load_config(
-    path: str | Path | None, overrides: list[str] | None, kind: type[PipelineConfig]
+    path: str | Path | None,
+    overrides: list[str] | None,
+    kind: type[PipelineConfig],
+    *,
+    candidates: list[str] | None = None,
 ) -> PipelineConfig: ...
 
 
@@ -811,8 +839,11 @@ def load_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
     kind: type[BaseModel] = TabularConfig,
+    *,
+    candidates: list[str] | None = None,
 ) -> BaseModel:
-    """Read a YAML config (or the defaults), apply ``--set`` overrides, validate."""
+    """Read a YAML config (or the defaults), apply ``--set`` overrides, keep only the named
+    ``candidates`` (``--candidates``), validate."""
     tree: dict[str, Any] = {}
     if path is not None:
         try:
@@ -824,6 +855,8 @@ def load_config(
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         tree = loaded or {}
     tree = _over_pipeline_defaults(kind, apply_overrides(tree, overrides or [], kind()))
+    if candidates is not None:
+        tree = _only_candidates(tree, candidates, kind())
     try:
         return kind.model_validate(tree)
     except ValidationError as exc:

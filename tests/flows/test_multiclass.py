@@ -168,3 +168,13 @@ def test_encryption_of_a_multiclass_model_is_refused(iris_workspace, capsys) -> 
         "'iris' is multiclass" in error
     )
     assert _untouched(iris_workspace) == before
+
+
+def test_candidates_naming_an_unknown_one_is_one_line(iris_workspace, capsys) -> None:
+    before = _untouched(iris_workspace)
+    error = _one_line_exit_1(capsys, iris_workspace, *IRIS, "--candidates", "logreg,svm")
+    assert error == (
+        "--candidates: no candidate named 'svm'; train.candidates has logreg, hgb, ebm, "
+        "hgb-fair, mlp"
+    )
+    assert _untouched(iris_workspace) == before

@@ -177,3 +177,21 @@ def test_set_reaches_an_entry_the_config_file_names(tmp_path: Path) -> None:
     config.write_text("train:\n  candidates:\n    - {name: lr, kind: logistic_regression}\n")
     cfg = load_config(config, ["train.candidates.lr.params.C=0.25"])
     assert [(c.name, c.params) for c in cfg.train.candidates] == [("lr", {"C": 0.25})]
+
+
+def test_candidates_narrows_the_list_by_name_after_the_overrides() -> None:
+    config = load_config(None, ["train.candidates.hgb.params.max_iter=30"],
+                         candidates=["hgb", "logreg"])  # fmt: skip
+    assert [c.name for c in config.candidates] == ["logreg", "hgb"]  # the list's own order
+    assert config.candidates[1].params["max_iter"] == 30
+    with pytest.raises(ConfigError, match=r"needs params\.base naming one of the other "
+                       r"candidates \['logreg'\], got 'hgb'"):  # fmt: skip
+        load_config(None, [], candidates=["logreg", "hgb-fair"])
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [], candidates=["logreg", "svm"])
+    assert str(caught.value) == (
+        "--candidates: no candidate named 'svm'; train.candidates has logreg, hgb, ebm, "
+        "hgb-fair, mlp"
+    )
+    with pytest.raises(ConfigError, match="this pipeline has no train.candidates"):
+        load_config(None, [], DigitsConfig, candidates=["cnn"])
