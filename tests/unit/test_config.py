@@ -193,5 +193,5 @@ def test_candidates_narrows_the_list_by_name_after_the_overrides() -> None:
         "--candidates: no candidate named 'svm'; train.candidates has logreg, hgb, ebm, "
         "hgb-fair, mlp"
     )
-    with pytest.raises(ConfigError, match="this pipeline has no train.candidates"):
+    with pytest.raises(ConfigError, match=r"this pipeline has no train\.candidates"):
         load_config(None, [], DigitsConfig, candidates=["cnn"])
