@@ -172,9 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     infer.add_argument("file", help="the CSV file")
     infer.add_argument("--target", required=True, help="the column to predict")
-    infer.add_argument("--task", choices=("binary", "multiclass"),
-                       help="default: binary for two distinct target values, multiclass for more "
-                       "(regression is not supported yet)")  # fmt: skip
+    infer.add_argument("--task", choices=("binary", "multiclass", "regression"),
+                       help="default: binary for two distinct target values, multiclass for up to "
+                       "50, regression for more numbers")  # fmt: skip
     infer.add_argument("--sensitive", default="", help="sensitive features: a,b")
     infer.add_argument("--columns", help="keep only these columns: a,b,c (the rest: ignore)")
     infer.add_argument("--encoding", default="utf-8", help="the file's text encoding")

@@ -40,7 +40,8 @@ def validate(config: str, data: Path, out: Path) -> list[str]:
     config_tree = load_config(config)
     cfg = config_tree.data
     clean, _ = validate_frame(pd.read_parquet(data), cfg.dataset, cfg.missing, str(data))
-    problem = split_problem(clean[cfg.dataset.target.column], config_tree.split)
+    schema = cfg.dataset
+    problem = split_problem(clean[schema.target.column], config_tree.split, schema.classification)
     if problem:
         raise DataValidationError(f"{data}: {problem}")
     ref = write_frame(clean, out)
@@ -49,7 +50,10 @@ def validate(config: str, data: Path, out: Path) -> list[str]:
 
 def split(config: str, data: Path, out: Path) -> list[str]:
     cfg = load_config(config)
-    parts = split_frame(pd.read_parquet(data), cfg.data.dataset.target.column, cfg.split)
+    schema = cfg.data.dataset
+    parts = split_frame(
+        pd.read_parquet(data), schema.target.column, cfg.split, schema.classification
+    )
     refs = [write_frame(getattr(parts, name), out / f"{name}.parquet") for name in SPLITS]
     return [f"{ref.path}: {ref.rows} rows, md5 {ref.md5}" for ref in refs]
 

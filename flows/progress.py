@@ -113,8 +113,10 @@ def describe_audits(items: list[Any]) -> str:
         f"{a.name} {'ok' if a.audit.passed else 'FAILED'}"
         + "".join(
             f" {name} EOD {f.equalized_odds_difference:.3f}"
+            if f.equalized_odds_difference is not None
+            else f" {name} MAE ratio {f.mae_ratio:.3f}"
             for name, f in a.audit.features.items()
-            if f.gated and f.equalized_odds_difference is not None
+            if f.gated and (f.equalized_odds_difference is not None or f.mae_ratio is not None)
         )
         for a in items
     )

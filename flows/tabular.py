@@ -102,6 +102,8 @@ class FairnessSummary(BaseModel):
     equalized_odds_difference: float | None
     gated: bool
     passed: bool
+    mae_ratio: float | None = None  # a regressor's
+    worst_group_mae: float | None = None
 
 
 class EncryptionSummary(BaseModel):
@@ -245,7 +247,11 @@ def prepare_data(
     )
     schema = config.data.dataset
     splits = stages.run("split", split_dataset, describe_splits)(
-        data=lineage.data, cfg=config.split, target=schema.target.column, ws=ws
+        data=lineage.data,
+        cfg=config.split,
+        target=schema.target.column,
+        ws=ws,
+        stratify=schema.classification,
     )
     if config.privacy.mode == "off":
         fitted = stages.run("preprocess", preprocess, lambda _: "fitted on train")
@@ -689,6 +695,8 @@ def summarize(
                 equalized_odds_difference=feature.equalized_odds_difference,
                 gated=feature.gated,
                 passed=feature.passed,
+                mae_ratio=feature.mae_ratio,
+                worst_group_mae=feature.worst_group_mae,
             )
             for name, feature in assessment.audits[best.candidate.name].audit.features.items()
         },

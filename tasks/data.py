@@ -64,7 +64,8 @@ def validate_dataset(
     way, so a refused data set leaves nothing behind."""
     try:
         clean, report = validate_frame(read_frame(staged), cfg.dataset, cfg.missing, origin)
-        problem = split_problem(clean[cfg.dataset.target.column], split)
+        schema = cfg.dataset
+        problem = split_problem(clean[schema.target.column], split, schema.classification)
         if problem:
             raise DataValidationError(f"{origin}: {problem}")
         data = write_frame(clean, ws.data_dir / f"{cfg.dataset.name}.parquet")
@@ -178,8 +179,11 @@ def version_dataset(data: DataRef, origin: str, remote_url: str | None, ws: Work
 
 
 @task(name="split", cache_policy=CONTENT_CACHE, persist_result=True)
-def split_dataset(data: DataRef, cfg: SplitConfig, target: str, ws: Workspace) -> SplitRefs:
-    splits = split_frame(read_frame(data), target, cfg)
+def split_dataset(
+    data: DataRef, cfg: SplitConfig, target: str, ws: Workspace, stratify: bool = True
+) -> SplitRefs:
+    """``stratify``: on a class target (not on a number to regress on)."""
+    splits = split_frame(read_frame(data), target, cfg, stratify)
     out = ws.artifacts_dir / "splits"
     return SplitRefs(
         train=write_frame_addressed(splits.train, out, "train"),

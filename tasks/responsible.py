@@ -17,7 +17,13 @@ from trustflow.explain import (
     explain_glassbox,
     importance_figure,
 )
-from trustflow.fairness import FairnessAudit, audit_figure, audit_predictions, sensitive_groups
+from trustflow.fairness import (
+    FairnessAudit,
+    audit_figure,
+    audit_predictions,
+    audit_regression,
+    sensitive_groups,
+)
 from trustflow.io import load_artifact, read_frame, save_png, save_text
 from trustflow.models.preprocess import features_and_target
 from trustflow.refs import ArtifactRef, DataRef
@@ -63,9 +69,12 @@ def audit_fairness(
     features, target = features_and_target(read_frame(test), schema)
     predicted = load_artifact(candidate.model).predict(features)
     groups = sensitive_groups(features, schema, sensitive_features)
-    audit = audit_predictions(
-        candidate.name, groups, target, predicted, sensitive_features, cfg, schema.target_labels
-    )
+    if schema.classification:
+        audit = audit_predictions(
+            candidate.name, groups, target, predicted, sensitive_features, cfg, schema.target_labels
+        )
+    else:
+        audit = audit_regression(candidate.name, groups, target, predicted, sensitive_features, cfg)
     directory = ws.artifacts_dir / "fairness"
     charts = {
         name: save_png(

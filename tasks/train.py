@@ -11,7 +11,14 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.caching import CONTENT_CACHE
 from trustflow.config import CandidateConfig, DatasetSchema, TrainerConfig
-from trustflow.evaluate import Evaluation, confusion_figure, evaluate_model, roc_figure
+from trustflow.evaluate import (
+    Evaluation,
+    confusion_figure,
+    evaluate_model,
+    fit_figure,
+    residual_figure,
+    roc_figure,
+)
 from trustflow.io import dump_addressed, load_artifact, read_frame, save_png
 from trustflow.models.candidates import train_candidate, train_network
 from trustflow.models.mitigation import mitigate_candidate
@@ -38,8 +45,8 @@ class EvaluatedCandidate(BaseModel):
 
     candidate: TrainedCandidate
     evaluation: Evaluation
-    roc_png: ArtifactRef
-    confusion_png: ArtifactRef
+    roc_png: ArtifactRef  # a regressor's: predicted against actual
+    confusion_png: ArtifactRef  # a regressor's: its residuals
 
 
 @task(name="preprocess", cache_policy=CONTENT_CACHE, persist_result=True)
@@ -67,7 +74,8 @@ def train(
     features, target = features_and_target(read_frame(train), schema)
     fitted = load_artifact(preprocessor)
     if not cfg.model_kind.network:
-        return _fitted(lambda: train_candidate(fitted, features, target, cfg, seed), cfg, ws)
+        task = schema.target.task
+        return _fitted(lambda: train_candidate(fitted, features, target, cfg, seed, task), cfg, ws)
     trainer = trainer or TrainerConfig()
     loggers = tensorboard_loggers(trainer, ws, cfg.name, train)
     valid_set = features_and_target(read_frame(valid), schema)
@@ -141,13 +149,17 @@ def evaluate(
     model = load_artifact(candidate.model)
     evaluation = evaluate_model(model, features, target, schema.target_labels)
     figures = ws.artifacts_dir / "figures"
-    roc = roc_figure(evaluation, f"ROC: {candidate.name}")
-    confusion = confusion_figure(
-        evaluation, f"Confusion matrix: {candidate.name}", schema.target_labels
-    )
+    name = candidate.name
+    if schema.classification:
+        curve, curve_stem = roc_figure(evaluation, f"ROC: {name}"), f"roc-{name}"
+        matrix = confusion_figure(evaluation, f"Confusion matrix: {name}", schema.target_labels)
+        matrix_stem = f"confusion-{name}"
+    else:  # the same two places: how well it fits, and how it errs
+        curve, curve_stem = fit_figure(evaluation, f"Fit: {name}"), f"fit-{name}"
+        matrix, matrix_stem = residual_figure(evaluation, f"Residuals: {name}"), f"residuals-{name}"
     return EvaluatedCandidate(
         candidate=candidate,
         evaluation=evaluation,
-        roc_png=save_png(roc, figures, f"roc-{candidate.name}"),
-        confusion_png=save_png(confusion, figures, f"confusion-{candidate.name}"),
+        roc_png=save_png(curve, figures, curve_stem),
+        confusion_png=save_png(matrix, figures, matrix_stem),
     )

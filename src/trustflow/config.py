@@ -55,7 +55,8 @@ Column = Annotated[NumericColumn | CategoricalColumn, Field(discriminator="kind"
 
 class TargetSpec(Frozen):
     column: str
-    # binary: two categories, one of them ``positive``; multiclass: three or more, no positive.
+    # binary: two categories, one of them ``positive``; multiclass: three or more, no positive;
+    # regression: a numeric column.
     task: Task = "binary"
     positive: str | None = None  # binary: the label value counted as the positive class
 
@@ -81,8 +82,18 @@ class DatasetSchema(Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSchema:
         target = self.columns.get(self.target.column)
+        if self.target.task == "regression":
+            if not isinstance(target, NumericColumn) or self.target.positive is not None:
+                raise ValueError(
+                    f"target '{self.target.column}' (task: regression) must be a numeric column "
+                    "with no positive class"
+                )
+            return self._consistent_features()
         if not isinstance(target, CategoricalColumn):
-            raise ValueError(f"target '{self.target.column}' must be a categorical column")
+            raise ValueError(
+                f"target '{self.target.column}' (task: {self.target.task}) must be a categorical "
+                "column; a numeric target to predict is task: regression"
+            )
         categories = list(target.categories)
         if self.target.task == "binary" and (
             len(categories) != 2 or self.target.positive not in categories
@@ -100,6 +111,9 @@ class DatasetSchema(Frozen):
                 f"categories and no positive class, got {categories}"
                 + (f" and positive {self.target.positive!r}" if self.target.positive else "")
             )
+        return self._consistent_features()
+
+    def _consistent_features(self) -> DatasetSchema:
         for feature in self.sensitive_features:
             if feature not in self.columns:
                 raise ValueError(f"sensitive feature '{feature}' is not a column of the schema")
@@ -111,13 +125,20 @@ class DatasetSchema(Frozen):
     @property
     def target_labels(self) -> tuple[str, ...]:
         """The target's labels in the order of its encoding 0, 1, ...: (negative, positive) for
-        a binary target, the schema's categories for a multiclass one."""
+        a binary target, the schema's categories for a multiclass one, none for regression."""
         target = self.columns[self.target.column]
+        if self.target.task == "regression":
+            return ()
         assert isinstance(target, CategoricalColumn)  # checked by _consistent
         if self.target.task == "multiclass":
             return target.categories
         negative = next(c for c in target.categories if c != self.target.positive)
         return negative, str(self.target.positive)
+
+    @property
+    def classification(self) -> bool:
+        """A class to predict (binary or multiclass), not a number."""
+        return self.target.task != "regression"
 
     @property
     def feature_columns(self) -> list[str]:
@@ -262,6 +283,20 @@ def _default_candidates() -> tuple[CandidateConfig, ...]:
     )
 
 
+def _regression_candidates() -> list[dict[str, Any]]:
+    """The default candidates for a regression target (left out when it is not: they are
+    only the default list of one)."""
+    return [
+        {"name": "ridge", "kind": "ridge", "params": {"alpha": 1.0}},
+        {"name": "hgb", "kind": "hist_gradient_boosting",
+         "params": {"learning_rate": 0.1, "max_iter": 200, "max_leaf_nodes": 31}},
+        # No pair terms: ebm2onnx cannot convert a regression EBM that has them.
+        {"name": "ebm", "kind": "explainable_boosting",
+         "params": {"outer_bags": 2, "interactions": 0, "learning_rate": 0.05}},
+        {"name": "mlp", "kind": "mlp", "params": {"hidden": [128, 64]}},
+    ]  # fmt: skip
+
+
 class TrainConfig(Frozen):
     candidates: tuple[CandidateConfig, ...] = Field(
         default_factory=_default_candidates, min_length=1
@@ -285,7 +320,9 @@ class TrainConfig(Frozen):
         return self
 
 
-Metric = Literal["roc_auc", "accuracy", "f1", "log_loss"]
+Metric = Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]
+CLASSIFICATION_METRICS = ("roc_auc", "accuracy", "f1", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "r2")
 
 
 class RegistryConfig(Frozen):
@@ -307,6 +344,8 @@ class OnnxConfig(Frozen):
     opset: int = Field(default=17, ge=13)
     max_abs_diff: float = Field(default=1e-4, gt=0)  # max |p_native - p_onnx| on the test split
     min_label_agreement: float = Field(default=0.999, gt=0, le=1)
+    # A regressor's values may also differ by this fraction of the value (float32 trees).
+    value_rtol: float = Field(default=1e-5, ge=0)
 
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -337,6 +376,11 @@ class FairnessConfig(Frozen):
     # Limits on the disparity between groups; None turns a limit off.
     max_equalized_odds_difference: Fraction | None = 0.2
     max_demographic_parity_difference: Fraction | None = None
+    # A regression target's: the worst measured group's mean absolute error over the best
+    # group's, and (Fairlearn's bounded group loss) every measured group's MAE, in the target's
+    # units (so off unless set).
+    max_mae_ratio: float | None = Field(default=1.25, ge=1)
+    max_group_mae: float | None = Field(default=None, gt=0)
     # A gated feature with fewer than two measurable groups cannot show the limits were met:
     # fail the gate, or allow it (the audit still says it was not measured).
     unmeasured: Literal["fail", "allow"] = "fail"
@@ -402,6 +446,45 @@ class TrackingConfig(Frozen):
     experiment: str  # the MLflow experiment of the pipeline's runs
 
 
+def _defaults_from_the_data(tree: Any) -> Any:
+    """Unset (or null) ``registry.model_name`` is the schema's ``model_name``, else its
+    ``name``; unset ``tracking.experiment`` is that model name. So a run on another data set
+    registers and tracks under that data set's name, never as adult-income. A regression
+    target also changes the unset ``registry.metric`` (rmse) and ``train.candidates`` (the
+    regressors)."""
+    if not isinstance(tree, dict):
+        return tree
+    tree = dict(tree)
+    registry, tracking, train = (tree.get(key) or {} for key in ("registry", "tracking", "train"))
+    registry, tracking, train = (
+        section.model_dump() if isinstance(section, BaseModel) else section
+        for section in (registry, tracking, train)
+    )
+    if not all(isinstance(section, dict) for section in (registry, tracking, train)):
+        return tree  # the field's own validation says what is wrong
+    data = tree.get("data") or {}
+    if isinstance(data, DataConfig):
+        schema = data.dataset
+    else:
+        try:
+            schema = DataConfig(dataset=data.get("dataset", "bundled:adult")).dataset
+        except (ValidationError, ConfigError, AttributeError):
+            return tree  # the data field's own validation reports it, in its own words
+        tree["data"] = {**data, "dataset": schema}  # read once, not again by the field
+    name = registry.get("model_name")
+    if name is None:
+        name = schema.model_name or schema.name
+        tree["registry"] = registry = {**registry, "model_name": name}
+    if tracking.get("experiment") is None:
+        tree["tracking"] = {**tracking, "experiment": name}
+    if schema.target.task == "regression":
+        if registry.get("metric") is None:
+            tree["registry"] = {**registry, "metric": "rmse"}
+        if train.get("candidates") is None:
+            tree["train"] = {**train, "candidates": _regression_candidates()}
+    return tree
+
+
 class TabularConfig(Frozen):
     data: DataConfig = Field(default_factory=DataConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -419,36 +502,29 @@ class TabularConfig(Frozen):
 
     @model_validator(mode="before")
     @classmethod
-    def _names_from_the_data(cls, tree: Any) -> Any:
-        """Unset (or null) ``registry.model_name`` is the schema's ``model_name``, else its
-        ``name``; unset ``tracking.experiment`` is that model name. So a run on another data set
-        registers and tracks under that data set's name, never as adult-income."""
-        if not isinstance(tree, dict):
-            return tree
-        tree = dict(tree)
-        registry, tracking = tree.get("registry") or {}, tree.get("tracking") or {}
-        if isinstance(registry, BaseModel):
-            registry = registry.model_dump()
-        if isinstance(tracking, BaseModel):
-            tracking = tracking.model_dump()
-        if not isinstance(registry, dict) or not isinstance(tracking, dict):
-            return tree  # the field's own validation says what is wrong
-        name = registry.get("model_name")
-        if name is None:
-            data = tree.get("data") or {}
-            if isinstance(data, DataConfig):
-                schema = data.dataset
-            else:
-                try:
-                    schema = DataConfig(dataset=data.get("dataset", "bundled:adult")).dataset
-                except (ValidationError, ConfigError):
-                    return tree  # the data field's own validation reports it, in its own words
-                tree["data"] = {**data, "dataset": schema}  # read once, not again by the field
-            name = schema.model_name or schema.name
-            tree["registry"] = {**registry, "model_name": name}
-        if tracking.get("experiment") is None:
-            tree["tracking"] = {**tracking, "experiment": name}
-        return tree
+    def _defaults_from_the_data(cls, tree: Any) -> Any:
+        return _defaults_from_the_data(tree)
+
+    @model_validator(mode="after")
+    def _something_to_train(self) -> TabularConfig:
+        if not self.candidates:
+            task = self.data.dataset.target.task
+            raise ValueError(
+                f"no candidate of train.candidates can learn a {task} target: "
+                + "; ".join(self.left_out.values())
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _metric_suits_the_task(self) -> TabularConfig:
+        schema, metric = self.data.dataset, self.registry.metric
+        suited = CLASSIFICATION_METRICS if schema.classification else REGRESSION_METRICS
+        if metric not in suited:
+            raise ValueError(
+                f"registry.metric {metric} does not suit data set '{schema.name}' "
+                f"(task: {schema.target.task}); use one of {', '.join(suited)}"
+            )
+        return self
 
     @property
     def candidates(self) -> tuple[CandidateConfig, ...]:
@@ -584,7 +660,7 @@ class TabularConfig(Frozen):
 
 
 def lower_is_better(metric: Metric) -> bool:
-    return metric == "log_loss"
+    return metric in ("log_loss", "rmse", "mae")
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -856,6 +932,8 @@ def load_config(
         tree = loaded or {}
     tree = _over_pipeline_defaults(kind, apply_overrides(tree, overrides or [], kind()))
     if candidates is not None:
+        if kind is TabularConfig:  # its default list depends on the data set's task
+            tree = _defaults_from_the_data(tree)
         tree = _only_candidates(tree, candidates, kind())
     try:
         return kind.model_validate(tree)

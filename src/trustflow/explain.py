@@ -25,7 +25,12 @@ from pydantic import BaseModel, ConfigDict
 
 from trustflow.config import CategoricalColumn, DatasetSchema
 
-Method = Literal["ebm_term_importance", "morris_sensitivity", "morris_sensitivity_classes"]
+Method = Literal[
+    "ebm_term_importance",
+    "morris_sensitivity",
+    "morris_sensitivity_classes",
+    "morris_sensitivity_value",
+]
 METHOD_NOTES: dict[str, str] = {
     "ebm_term_importance": "EBM term importance: mean |contribution to the log-odds| "
     "over the training rows (InterpretML ExplainableBoostingClassifier.explain_global)",
@@ -35,6 +40,9 @@ METHOD_NOTES: dict[str, str] = {
     "morris_sensitivity_classes": "Morris sensitivity (mu*) of each class's probability, "
     "averaged over the classes: mean |change in P(class)| when one feature is perturbed, over "
     "sampled test rows (InterpretML MorrisSensitivity, which takes one output at a time); "
+    "categorical features are perturbed through their category codes",
+    "morris_sensitivity_value": "Morris sensitivity (mu*): mean |change in the predicted value| "
+    "when one feature is perturbed, over sampled test rows (InterpretML MorrisSensitivity); "
     "categorical features are perturbed through their category codes",
 }
 
@@ -100,14 +108,20 @@ class _CodedModel:
             coded[name] = codes.astype(np.float64)  # -1 (missing) is clipped on the way back
         return coded.astype(np.float64)
 
-    def predict_proba(self, values: np.ndarray) -> np.ndarray:
+    def decode(self, values: np.ndarray) -> pd.DataFrame:
         frame = pd.DataFrame(np.asarray(values, dtype=np.float64), columns=self.columns)
         decoded: dict[str, Any] = {}
         for name, categories in self.categories.items():
             codes = np.clip(np.rint(frame[name].to_numpy()), 0, len(categories) - 1).astype(int)
             decoded[name] = categories[codes]
-        proba: np.ndarray = self.model.predict_proba(frame.assign(**decoded))
+        return frame.assign(**decoded)
+
+    def predict_proba(self, values: np.ndarray) -> np.ndarray:
+        proba: np.ndarray = self.model.predict_proba(self.decode(values))
         return proba
+
+    def predict(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(self.decode(values)), dtype=np.float64)
 
 
 def explain_black_box(
@@ -120,13 +134,14 @@ def explain_black_box(
     sample = frame.sample(n=min(rows, len(frame)), random_state=seed)
     data = coded.encode(sample)
     classes = len(schema.target_labels)
-    if classes == 2:
+    if classes <= 2:  # binary: P(positive); regression (no classes): the value
+        method: Method = "morris_sensitivity" if classes else "morris_sensitivity_value"
         explanation = MorrisSensitivity(
-            coded.predict_proba, data, feature_names=coded.columns
+            coded.predict_proba if classes else coded.predict, data, feature_names=coded.columns
         ).explain_global(name=name)
         result = GlobalExplanation(
             model=name,
-            method="morris_sensitivity",
+            method=method,
             rows=len(sample),
             importances=_ranked(
                 list(explanation.data()["names"]), list(explanation.data()["scores"])
@@ -177,6 +192,7 @@ def importance_figure(explanation: GlobalExplanation, top: int = 15) -> Figure:
         "ebm_term_importance": "mean |score|",
         "morris_sensitivity": "mu*",
         "morris_sensitivity_classes": "mean mu* over the classes",
+        "morris_sensitivity_value": "mu*",
     }[explanation.method]
     ax.set(xlabel=label, title=f"Global explanation: {explanation.model}")
     ax.grid(axis="x", linewidth=0.3)

@@ -10,6 +10,10 @@ Fairlearn's definitions over the groups large enough to measure:
 A group with fewer than ``min_group_rows`` test rows (or with no positive or no negative rows, so
 a rate is undefined) is listed, with its counts, but left out of those metrics; the report says
 so rather than dividing by zero or gating on the noise of a dozen rows.
+
+A regression target is audited on each group's mean absolute error and mean prediction: the
+gate limits the worst measured group's MAE over the best's (``max_mae_ratio``) and, in the
+manner of Fairlearn's bounded group loss, each measured group's MAE (``max_group_mae``).
 """
 
 from __future__ import annotations
@@ -26,25 +30,34 @@ from trustflow.config import DatasetSchema, FairnessConfig, Frozen, NumericColum
 
 INTERSECTION = " & "  # joins feature names, and group labels, of the intersection
 RATES = ("selection_rate", "tpr", "fpr", "accuracy")
+REGRESSION_RATES = ("mae", "mean_prediction")
 RATE_TITLES = {
     "selection_rate": "Selection rate",
     "tpr": "True positive rate",
     "fpr": "False positive rate",
     "accuracy": "Accuracy",
+    "mae": "Mean absolute error",
+    "mean_prediction": "Mean prediction",
 }
-Disparity = Literal["equalized_odds_difference", "demographic_parity_difference"]
+Disparity = Literal[
+    "equalized_odds_difference", "demographic_parity_difference", "mae_ratio", "group_mae"
+]
 
 
 class GroupMetrics(Frozen):
     group: str
     count: int
-    positives: int
-    selection_rate: float
-    tpr: float | None  # None when the group has no positive rows
-    fpr: float | None  # None when the group has no negative rows
-    accuracy: float
     measured: bool  # counted in the disparity metrics
     note: str = ""  # why it is not
+    # A classifier's:
+    positives: int = 0
+    selection_rate: float | None = None
+    tpr: float | None = None  # None when the group has no positive rows
+    fpr: float | None = None  # None when the group has no negative rows
+    accuracy: float | None = None
+    # A regressor's:
+    mae: float | None = None
+    mean_prediction: float | None = None
 
 
 class Gap(Frozen):
@@ -90,12 +103,18 @@ class FeatureAudit(Frozen):
     violations: list[Violation]
     # Why a gated feature with limits could not be measured (fails the gate); "" otherwise.
     unmeasured: str = ""
+    # A regressor's (the classification disparities above are then None):
+    regression: bool = False
+    mae_ratio: float | None = None  # the worst measured group's MAE over the best's
+    worst_group_mae: float | None = None
 
     @property
     def passed(self) -> bool:
         return not self.violations and not self.unmeasured
 
     def disparities(self) -> dict[str, float | None]:
+        if self.regression:
+            return {"mae_ratio": self.mae_ratio, "worst_group_mae": self.worst_group_mae}
         return {
             "demographic_parity_difference": self.demographic_parity_difference,
             "demographic_parity_ratio": self.demographic_parity_ratio,
@@ -406,19 +425,144 @@ def _worst_class(
     return first.model_copy(update={"features": worst})
 
 
+def audit_regression(
+    candidate: str,
+    frame: pd.DataFrame,
+    target: np.ndarray,
+    predicted: np.ndarray,
+    features: tuple[str, ...],
+    cfg: FairnessConfig,
+) -> FairnessAudit:
+    """Audit one regressor's predictions on ``frame`` (the test split), group by group."""
+    errors = pd.DataFrame(
+        {
+            "error": np.abs(np.asarray(predicted, dtype=np.float64) - target),
+            "predicted": np.asarray(predicted, dtype=np.float64),
+        },
+        index=frame.index,
+    )
+    groups = pd.DataFrame(
+        {name: frame[name].astype("string").fillna("(missing)") for name in features}
+    )
+    return FairnessAudit(
+        candidate=candidate,
+        rows=len(frame),
+        min_group_rows=cfg.min_group_rows,
+        limits={"max_mae_ratio": cfg.max_mae_ratio, "max_group_mae": cfg.max_group_mae},
+        features={
+            name: _audit_regression_feature(
+                candidate,
+                name,
+                errors,
+                groups,
+                cfg,
+                gated=name in features or cfg.intersection == "gate",
+            )
+            for name in audited_features(features, cfg)
+        },
+    )
+
+
+def _audit_regression_feature(
+    candidate: str,
+    feature: str,
+    errors: pd.DataFrame,
+    groups: pd.DataFrame,
+    cfg: FairnessConfig,
+    gated: bool,
+) -> FeatureAudit:
+    keys = groups[feature.split(INTERSECTION)].astype(str).agg(INTERSECTION.join, axis=1)
+    table = errors.groupby(keys).agg(
+        count=("error", "size"), mae=("error", "mean"), mean_prediction=("predicted", "mean")
+    )
+    rows = [
+        GroupMetrics(
+            group=str(group),
+            count=int(row["count"]),
+            mae=float(row["mae"]),
+            mean_prediction=float(row["mean_prediction"]),
+            measured=int(row["count"]) >= cfg.min_group_rows,
+            note=""
+            if int(row["count"]) >= cfg.min_group_rows
+            else f"{int(row['count'])} rows < fairness.min_group_rows = {cfg.min_group_rows}",
+        )
+        for group, row in table.iterrows()
+    ]
+    warnings = [
+        f"{feature} = {row.group}: not measured ({row.note})" for row in rows if not row.measured
+    ]
+    measured = table.loc[[row.group for row in rows if row.measured]]
+    if len(measured) < 2:
+        counts = ", ".join(f"{row.group} {row.count}" for row in rows)
+        limited = cfg.max_mae_ratio is not None or cfg.max_group_mae is not None
+        warnings.append(
+            f"{feature}: fewer than two groups with at least {cfg.min_group_rows} rows; "
+            "no disparity measured and no limit applied"
+        )
+        return FeatureAudit(
+            feature=feature,
+            gated=gated,
+            groups=rows,
+            demographic_parity_difference=None,
+            demographic_parity_ratio=None,
+            equalized_odds_difference=None,
+            gaps={},
+            warnings=warnings,
+            violations=[],
+            regression=True,
+            unmeasured=f"{feature} not measured: fewer than two groups with at least "
+            f"{cfg.min_group_rows} test rows ({counts}); fairness.unmeasured=allow accepts that"
+            if gated and cfg.unmeasured == "fail" and limited
+            else "",
+        )
+    gap = _gap(measured, "mae")
+    ratio = gap.high / gap.low if gap.low > 0 else math.inf
+    exceeded = [
+        Violation(
+            candidate=candidate, feature=feature, metric=metric, value=value, limit=limit, gap=gap
+        )
+        for metric, value, limit in (
+            ("mae_ratio", ratio, cfg.max_mae_ratio),
+            ("group_mae", gap.high, cfg.max_group_mae),
+        )
+        if limit is not None and value > limit
+    ]
+    if not gated:
+        warnings += [
+            f"{v.describe()}: reported, not gated (fairness.intersection)" for v in exceeded
+        ]
+    return FeatureAudit(
+        feature=feature,
+        gated=gated,
+        groups=rows,
+        demographic_parity_difference=None,
+        demographic_parity_ratio=None,
+        equalized_odds_difference=None,
+        gaps={"mae_ratio": gap, "mean_prediction": _gap(measured, "mean_prediction")},
+        warnings=warnings,
+        violations=exceeded if gated else [],
+        regression=True,
+        mae_ratio=ratio,
+        worst_group_mae=gap.high,
+    )
+
+
 def audit_figure(audit: FeatureAudit, title: str) -> Figure:
     """One bar chart per rate, a bar per group; groups left out of the metrics are hatched."""
     groups = audit.groups
-    fig = Figure(figsize=(10, 2.2 + 0.28 * len(groups)), dpi=100)
-    axes = fig.subplots(1, len(RATES), sharey=True)
+    rates = REGRESSION_RATES if audit.regression else RATES
+    fig = Figure(figsize=(10 if len(rates) > 2 else 7, 2.2 + 0.28 * len(groups)), dpi=100)
+    axes = fig.subplots(1, len(rates), sharey=True)
     positions = np.arange(len(groups))
-    for ax, rate in zip(axes, RATES, strict=True):
+    for ax, rate in zip(axes, rates, strict=True):
         values = [getattr(g, rate) if getattr(g, rate) is not None else 0.0 for g in groups]
         bars = ax.barh(positions, values, color=["C0" if g.measured else "0.75" for g in groups])
         for bar, group in zip(bars, groups, strict=True):
             if not group.measured:
                 bar.set_hatch("//")
-        ax.set(title=RATE_TITLES[rate], xlim=(0, 1))
+        ax.set(title=RATE_TITLES[rate])
+        if not audit.regression:
+            ax.set(xlim=(0, 1))
         ax.grid(axis="x", linewidth=0.3)
     axes[0].set_yticks(positions, labels=[f"{g.group} (n={g.count:,})" for g in groups])
     axes[0].invert_yaxis()
@@ -433,6 +577,20 @@ def fairness_table(audit: FairnessAudit) -> str:
     def number(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
+    def passed(feature: FeatureAudit) -> str:
+        return ("yes" if feature.passed else "no") if feature.gated else "not gated"
+
+    if any(feature.regression for feature in audit.features.values()):
+        lines = [
+            "| Feature | Worst group MAE | MAE ratio (worst / best group) | Passed |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {number(feature.worst_group_mae)} | {number(feature.mae_ratio)} "
+            f"| {passed(feature)} |"
+            for name, feature in audit.features.items()
+        ]
+        return "\n".join(lines)
     lines = [
         "| Feature | Demographic parity difference | Demographic parity ratio "
         "| Equalized odds difference | Passed |",

@@ -144,7 +144,10 @@ def render_model_card(facts: ModelCardFacts, top_features: int = 10) -> str:
         f"({', '.join(facts.fairness.features) or 'none'}); small groups are reported but not "
         "measured, so their disparities are unknown.",
         "- Group metrics are computed on predicted labels at the model's decision threshold; "
-        "another threshold changes them.",
+        "another threshold changes them."
+        if facts.task != "regression"
+        else "- Group metrics are mean absolute errors of the predicted values; a group whose "
+        "target varies more has larger errors whatever the model.",
         "- Explanations are global and associative: they describe what moves the model's output, "
         "not causes in the world.",
         "",
@@ -153,6 +156,8 @@ def render_model_card(facts: ModelCardFacts, top_features: int = 10) -> str:
 
 
 def _prediction(facts: ModelCardFacts) -> str:
+    if facts.task == "regression":
+        return f"Predicts the value of `{facts.target}`"
     if facts.task == "multiclass":
         return (
             f"Predicts which of the {len(facts.labels)} classes of `{facts.target}` "

@@ -99,7 +99,14 @@ def test_extra_columns_drop_reads_a_wider_table(adult_sample: pd.DataFrame) -> N
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--target", "age"], "target 'age' has "),
+        (
+            ["--target", "age", "--task", "multiclass"],
+            "a multiclass target needs 3 to 50 (a number to predict is --task regression)",
+        ),
+        (
+            ["--target", "sex", "--task", "regression"],
+            "a regression target needs two or more, all numbers",
+        ),
         (["--target", "income", "--sensitive", "gender"], "no column(s) ['gender']"),
         (
             ["--target", "workclass", "--task", "binary", "--columns", "age"],
@@ -159,3 +166,17 @@ def test_a_target_of_three_classes_is_inferred_as_multiclass(tmp_path, capsys) -
         in err
         and err.strip().count("\n") == 0
     )
+
+
+def test_a_numeric_target_of_many_values_is_inferred_as_regression(tmp_path, capsys) -> None:
+    source = tmp_path / "clinic.csv"
+    load_source("bundled:diabetes").frame.to_csv(source, index=False)
+    assert main(["schema", "infer", str(source), "--target", "progression"]) == 0
+    text = capsys.readouterr().out
+    assert "  task: regression\n" in text and "positive" not in text
+    target = yaml.safe_load(text)["columns"]["progression"]
+    assert target == {"kind": "numeric", "bounds": [25, 346], "public": False}
+    schema = tmp_path / "clinic.yaml"
+    schema.write_text(text)
+    config = load_config(None, [f"data.dataset={schema}"])
+    assert config.data.dataset.target.task == "regression" and config.registry.metric == "rmse"

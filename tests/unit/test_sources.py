@@ -46,7 +46,7 @@ def test_parquet_with_native_numbers_validates(adult_sample: pd.DataFrame, tmp_p
     [
         ("adult", "must be bundled:<name>"),
         ("ftp:somewhere", "unknown scheme 'ftp'"),
-        ("bundled:wine", r"no bundled data set named 'wine' \(bundled: adult, iris\)"),
+        ("bundled:wine", r"no bundled data set named 'wine' \(bundled: adult, iris, diabetes\)"),
         ("csv:/nonexistent/data.csv", "/nonexistent/data.csv does not exist"),
         ("parquet:/nonexistent/x.parquet", "/nonexistent/x.parquet does not exist"),
     ],

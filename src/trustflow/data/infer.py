@@ -126,16 +126,32 @@ def infer_schema(
 def _target(name: str, values: pd.Series, origin: Path, task: str | None) -> tuple[str, list[str]]:
     """The target's column line, and the lines of the schema's target block after its column:
     the task and, for a binary target, its rarer class as the positive label. ``task`` None:
-    binary for two distinct values, multiclass for more."""
+    binary for two distinct values, multiclass for up to 50, regression for more numbers."""
     counts = values.value_counts()
     shown = ", ".join(map(str, sorted(counts.index, key=str)[:5]))
     more = ", ..." if len(counts) > 5 else ""
-    task = task or ("binary" if len(counts) == 2 else "multiclass")
+    numbers = pd.to_numeric(values, errors="coerce")
+    numeric = bool(numbers.notna().all()) and bool((numbers.abs() <= LARGEST_USABLE).all())
+    if task is None:
+        many = len(counts) > MAX_CATEGORIES
+        task = "binary" if len(counts) == 2 else "regression" if many and numeric else "multiclass"
+    if task == "regression":
+        if not numeric or len(counts) < 2:
+            raise ConfigError(
+                f"{origin}: target '{name}' has {len(counts)} distinct values ({shown}{more}); "
+                "a regression target needs two or more, all numbers"
+            )
+        low, high = _number(numbers.min()), _number(numbers.max())
+        spec = {"kind": "numeric", "bounds": [low, high], "public": False}
+        return f"  {_flow(name)}: {_flow(spec)}  # the target; bounds from the data", [
+            "  task: regression"
+        ]
     needed = {"binary": "exactly 2", "multiclass": f"3 to {MAX_CATEGORIES}"}[task]
     if (task == "binary") != (len(counts) == 2) or not 2 <= len(counts) <= MAX_CATEGORIES:
         raise ConfigError(
             f"{origin}: target '{name}' has {len(counts)} distinct values ({shown}{more}); a "
-            f"{task} target needs {needed} (a numeric target to regress on is not supported yet)"
+            f"{task} target needs {needed}"
+            + (" (a number to predict is --task regression)" if numeric else "")
         )
     spec = {"kind": "categorical", "categories": sorted(map(str, counts.index))}
     line = f"  {_flow(name)}: {_flow(spec)}  # the target"

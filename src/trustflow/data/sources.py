@@ -74,7 +74,7 @@ def source_digest(spec: str) -> str | None:
     return digest.hexdigest()
 
 
-BUNDLED = ("adult", "iris")
+BUNDLED = ("adult", "iris", "diabetes")
 
 
 def _bundled_csv(name: str) -> Path:

@@ -30,9 +30,18 @@ def _sizes(rows: int, cfg: SplitConfig) -> tuple[int, ...]:
     return rest - valid, valid, test
 
 
-def split_problem(labels: pd.Series, cfg: SplitConfig) -> str | None:
-    """Why these labels cannot be split as configured (every split stratified, so each needs a
-    row of every class), or None."""
+def split_problem(labels: pd.Series, cfg: SplitConfig, stratify: bool = True) -> str | None:
+    """Why these labels cannot be split as configured, or None. Stratified (a class target),
+    every split needs a row of every class; otherwise (a number) a row."""
+    if not stratify:
+        if min(_sizes(len(labels), cfg)) >= 1:
+            return None
+        need = next(n for n in range(1, 1_000_000) if min(_sizes(n, cfg)) >= 1)
+        return (
+            f"{len(labels)} rows are too few for the split (split.test_size {cfg.test_size:g}, "
+            f"split.valid_size {cfg.valid_size:g}): each split needs a row, which takes at "
+            f"least {need} rows"
+        )
     counts = labels.value_counts()
     classes = len(counts)
     splits = len(_sizes(1, cfg))
@@ -51,20 +60,25 @@ def split_problem(labels: pd.Series, cfg: SplitConfig) -> str | None:
     )
 
 
-def split_frame(frame: pd.DataFrame, target: str, cfg: SplitConfig) -> Splits:
-    """Stratified on the target; the same seed always gives the same rows."""
-    problem = split_problem(frame[target], cfg)
+def split_frame(
+    frame: pd.DataFrame, target: str, cfg: SplitConfig, stratify: bool = True
+) -> Splits:
+    """Stratified on a class target (``stratify``); the same seed always gives the same rows."""
+    problem = split_problem(frame[target], cfg, stratify)
     if problem:
         raise DataValidationError(problem)
     rest, test = train_test_split(
-        frame, test_size=cfg.test_size, stratify=frame[target], random_state=cfg.seed
+        frame,
+        test_size=cfg.test_size,
+        stratify=frame[target] if stratify else None,
+        random_state=cfg.seed,
     )
     if cfg.valid_size == 0:
         return Splits(rest.reset_index(drop=True), rest.iloc[:0], test.reset_index(drop=True))
     train, valid = train_test_split(
         rest,
         test_size=cfg.valid_size / (1 - cfg.test_size),
-        stratify=rest[target],
+        stratify=rest[target] if stratify else None,
         random_state=cfg.seed,
     )
     return Splits(

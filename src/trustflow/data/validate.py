@@ -107,6 +107,12 @@ def validate_frame(
 
     target = schema.target.column
     seen = set(clean[target].dropna().unique())
+    if not schema.classification and len(seen) < 2:
+        raise DataValidationError(
+            f"{origin}: target '{target}' has "
+            + (f"the one value {next(iter(seen)):g} in every row" if seen else "no values")
+            + "; there is nothing to regress on"
+        )
     absent = [label for label in schema.target_labels if label not in seen]
     if absent:
         raise DataValidationError(

@@ -4,3 +4,4 @@
 METADATA_DATASET = "trustflow.dataset"
 METADATA_TARGET = "trustflow.target"
 METADATA_CLASSES = "trustflow.classes"  # JSON list: the label of output class 0, 1, ...
+VALUE_OUTPUT = "value"  # the one output of a regressor's graph

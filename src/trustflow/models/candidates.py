@@ -14,24 +14,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
 from trustflow.config import CandidateConfig
 from trustflow.errors import ConfigError
 from trustflow.models.keras_net import KerasClassifier
+from trustflow.models.kinds import Task
 from trustflow.models.neural import Accelerator, NetworkClassifier, NeuralClassifier, WarmStart
 
 
-def make_estimator(cfg: CandidateConfig, seed: int) -> ClassifierMixin:
-    """The kind's estimator, unfitted, from its validated params."""
+def make_estimator(cfg: CandidateConfig, seed: int, task: Task = "binary") -> Any:
+    """The kind's estimator for ``task``, unfitted, from its validated params."""
     kind = cfg.model_kind
     if kind.build is None:
         route = "post-processes another candidate" if kind.mitigation else "trains as a network"
         raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}) {route}: it has no estimator")
     try:
-        return kind.build(kind.validate(cfg.params), seed)
+        return kind.build(kind.validate(cfg.params), seed, task)
     except TypeError as exc:  # a param the installed library does not take
         raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}): {exc}") from exc
 
@@ -42,10 +42,11 @@ def train_candidate(
     target: np.ndarray,
     cfg: CandidateConfig,
     seed: int,
+    task: Task = "binary",
 ) -> Pipeline:
-    """Fit the classifier on the already-fitted preprocessor's output and join the two (a
+    """Fit the model on the already-fitted preprocessor's output and join the two (a
     raw-feature kind's pipeline is the model alone)."""
-    estimator = make_estimator(cfg, seed)
+    estimator = make_estimator(cfg, seed, task)
     raw_features = cfg.model_kind.raw_features
     try:
         with warnings.catch_warnings():

@@ -30,6 +30,9 @@ class Params(BaseModel):
 
 
 ClassWeight = Literal["balanced"] | None
+Task = Literal["binary", "multiclass", "regression"]
+CLASSES: frozenset[Task] = frozenset({"binary", "multiclass"})
+ALL_TASKS: frozenset[Task] = frozenset({"binary", "multiclass", "regression"})
 
 
 class LogisticRegressionParams(Params):
@@ -39,6 +42,10 @@ class LogisticRegressionParams(Params):
     class_weight: ClassWeight = None
     solver: Literal["lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", "saga"] = "lbfgs"
     l1_ratio: float = Field(default=0.0, ge=0, le=1)
+
+
+class RidgeParams(Params):
+    alpha: float = Field(default=1.0, ge=0)
 
 
 class HistGradientBoostingParams(Params):
@@ -146,32 +153,43 @@ class CnnParams(Params):
     image: list[int] = Field(default_factory=lambda: [8, 8], min_length=2, max_length=2)
 
 
-def _logistic_regression(params: LogisticRegressionParams, seed: int) -> Any:
+def _logistic_regression(params: LogisticRegressionParams, seed: int, task: Task) -> Any:
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(**{"max_iter": 2000, **params.given(), "random_state": seed})
 
 
-def _hist_gradient_boosting(params: HistGradientBoostingParams, seed: int) -> Any:
-    from sklearn.ensemble import HistGradientBoostingClassifier
+def _ridge(params: RidgeParams, seed: int, task: Task) -> Any:
+    from sklearn.linear_model import Ridge
 
+    return Ridge(**params.given(), random_state=seed)
+
+
+def _hist_gradient_boosting(params: HistGradientBoostingParams, seed: int, task: Task) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    if task == "regression":
+        return HistGradientBoostingRegressor(**params.given(), random_state=seed)
     return HistGradientBoostingClassifier(**params.given(), random_state=seed)
 
 
-def _random_forest(params: RandomForestParams, seed: int) -> Any:
-    from sklearn.ensemble import RandomForestClassifier
+def _random_forest(params: RandomForestParams, seed: int, task: Task) -> Any:
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
+    if task == "regression":
+        return RandomForestRegressor(**params.given(), random_state=seed)
     return RandomForestClassifier(**params.given(), random_state=seed)
 
 
-def _explainable_boosting(params: ExplainableBoostingParams, seed: int) -> Any:
-    from interpret.glassbox import ExplainableBoostingClassifier
+def _explainable_boosting(params: ExplainableBoostingParams, seed: int, task: Task) -> Any:
+    from interpret.glassbox import ExplainableBoostingClassifier, ExplainableBoostingRegressor
 
+    if task == "regression":
+        return ExplainableBoostingRegressor(**params.given(), random_state=seed)
     return ExplainableBoostingClassifier(**params.given(), random_state=seed)
 
 
 OnnxConverter = Literal["skl2onnx", "ebm2onnx", "network"]
-Task = Literal["binary", "multiclass"]
 
 
 @dataclass(frozen=True)
@@ -180,9 +198,9 @@ class ModelKind:
     summary: str  # one line, for `trustflow kinds` and the docs
     params: type[Params]
     framework: Literal["scikit-learn", "interpret", "fairlearn", "lightning", "keras"]
-    # (params, seed) -> an unfitted estimator; None for kinds trained another way (the flags
-    # below say which).
-    build: Callable[[Any, int], Any] | None
+    # (params, seed, task) -> an unfitted estimator; None for kinds trained another way (the
+    # flags below say which).
+    build: Callable[[Any, int, Task], Any] | None
     raw_features: bool = False  # fitted on the raw columns, not the shared preprocessing
     glass_box: bool = False  # readable on its own: explained by its own terms
     mitigation: bool = False  # post-processes another candidate (params.base) for fairness
@@ -194,7 +212,7 @@ class ModelKind:
     # head on encrypted features (trustflow.crypto; encryption.enabled).
     linear_head: bool = False
     # The target tasks it can learn (DatasetSchema target.task).
-    tasks: frozenset[Task] = frozenset({"binary", "multiclass"})
+    tasks: frozenset[Task] = CLASSES
 
     def validate(self, params: dict[str, Any]) -> Params:
         return self.params.model_validate(params)
@@ -212,11 +230,20 @@ KINDS: dict[str, ModelKind] = {
             linear_head=True,
         ),
         ModelKind(
+            "ridge",
+            "a linear regression (L2-penalised) on the shared preprocessing",
+            RidgeParams,
+            "scikit-learn",
+            _ridge,
+            tasks=frozenset({"regression"}),
+        ),
+        ModelKind(
             "hist_gradient_boosting",
             "gradient-boosted trees on the shared preprocessing",
             HistGradientBoostingParams,
             "scikit-learn",
             _hist_gradient_boosting,
+            tasks=ALL_TASKS,
         ),
         ModelKind(
             "random_forest",
@@ -224,6 +251,7 @@ KINDS: dict[str, ModelKind] = {
             RandomForestParams,
             "scikit-learn",
             _random_forest,
+            tasks=ALL_TASKS,
         ),
         ModelKind(
             "explainable_boosting",
@@ -234,6 +262,7 @@ KINDS: dict[str, ModelKind] = {
             raw_features=True,
             glass_box=True,
             onnx="ebm2onnx",
+            tasks=ALL_TASKS,
         ),
         ModelKind(
             "threshold_optimizer",

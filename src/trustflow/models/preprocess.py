@@ -47,6 +47,8 @@ def features_and_target(
     ``schema.target_labels`` (binary: 1 = the positive label). Validation has refused labels
     outside the schema, so every row has a code."""
     column = schema.target.column
+    if not schema.classification:  # a number to regress on (validation made it a float)
+        return frame[schema.feature_columns], frame[column].to_numpy(dtype=np.float64)
     codes = pd.Categorical(frame[column], categories=schema.target_labels).codes
     if (codes < 0).any():
         value = frame[column].iloc[int(np.argmax(codes < 0))]

@@ -365,6 +365,12 @@ class InferenceServer:
             prediction = scorer.predict(columns, rows, strict)
             if endpoint == "invocations":
                 answer: Any = {"predictions": prediction.labels.tolist()}
+            elif scorer.regression:
+                release = scorer.release
+                answer = {
+                    "model": {"name": release.name, "version": release.version},
+                    "values": prediction.labels.tolist(),
+                }
             else:
                 release = scorer.release
                 answer = {

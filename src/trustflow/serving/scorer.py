@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from trustflow.errors import TrustflowError
-from trustflow.export.metadata import METADATA_CLASSES
+from trustflow.export.metadata import METADATA_CLASSES, VALUE_OUTPUT
 
 Device = Literal["auto", "cpu", "cuda"]
 NUMBER, TEXT = "number", "string"
@@ -127,8 +127,8 @@ def _finite(name: str, values: list[Any], dtype: type[np.floating[Any]]) -> np.n
 
 @dataclass(frozen=True)
 class Prediction:
-    labels: np.ndarray  # class indices
-    probabilities: np.ndarray  # one column per class
+    labels: np.ndarray  # class indices; a regressor's values
+    probabilities: np.ndarray  # one column per class; a regressor's: no columns
     dropped: list[str]  # request columns the model does not take, left out
 
 
@@ -209,8 +209,13 @@ class Scorer:
         self.columns = self.signature.columns
         self.numeric = self.signature.numeric
         outputs = [node.name for node in self.session.get_outputs()]
-        if len(outputs) < 2:
-            raise ModelLoadError(f"{release.source}: expected label and probability outputs")
+        # A regressor's graph has one output, its value; a classifier's, labels and probabilities.
+        self.regression = outputs == [VALUE_OUTPUT]
+        if len(outputs) < 2 and not self.regression:
+            raise ModelLoadError(
+                f"{release.source}: expected label and probability outputs, or one "
+                f"'{VALUE_OUTPUT}' output"
+            )
         self.outputs = outputs[:2]
         classes = self.session.get_modelmeta().custom_metadata_map.get(METADATA_CLASSES)
         self.classes: list[str] | None = json.loads(classes) if classes else None
@@ -223,6 +228,10 @@ class Scorer:
 
     def predict(self, columns: dict[str, list[Any]], rows: int, strict: bool = False) -> Prediction:
         feed, dropped = self.feed(columns, rows, strict)
+        if self.regression:
+            (values,) = self.session.run(self.outputs, feed)
+            flat = np.asarray(values, dtype=np.float64).reshape(-1)
+            return Prediction(flat, np.empty((len(flat), 0)), dropped)
         labels, probabilities = self.session.run(self.outputs, feed)
         return Prediction(np.asarray(labels).reshape(-1), np.asarray(probabilities), dropped)
 
