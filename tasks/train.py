@@ -81,7 +81,15 @@ def train(
     valid_set = features_and_target(read_frame(valid), schema)
     return _fitted(
         lambda: train_network(
-            fitted, (features, target), valid_set, cfg, seed, trainer.accelerator, loggers, warm
+            fitted,
+            (features, target),
+            valid_set,
+            cfg,
+            seed,
+            trainer.accelerator,
+            loggers,
+            warm,
+            schema.target.task,
         ),
         cfg,
         ws,

@@ -7,6 +7,7 @@ equal) and the starting point to copy for another data set.
 
 from __future__ import annotations
 
+import copy
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, overload
@@ -693,6 +694,19 @@ def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _task_candidates(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """The tree with its data set's own default candidates (a regression's) when it lists none,
+    so that ``--set train.candidates.NAME...`` and ``--candidates`` reach that list, not the
+    built-in classifiers. The data set is the one after the ``data.`` overrides."""
+    train = tree.get("train") or {}
+    if not isinstance(train, dict) or "candidates" in train:
+        return tree
+    data_overrides = [o for o in overrides if o.partition("=")[0].strip().startswith("data.")]
+    probe = _defaults_from_the_data(apply_overrides(copy.deepcopy(tree), data_overrides))
+    listed = ((probe.get("train") or {}) if isinstance(probe, dict) else {}).get("candidates")
+    return tree if listed is None else {**tree, "train": {**train, "candidates": listed}}
+
+
 def _only_candidates(tree: dict[str, Any], names: list[str], defaults: BaseModel) -> dict[str, Any]:
     """``train.candidates`` (the tree's, else the pipeline's default list) narrowed to
     ``names``, in the list's own order; a name the list lacks is an error naming the known."""
@@ -930,10 +944,10 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         tree = loaded or {}
+    if kind is TabularConfig:
+        tree = _task_candidates(tree, overrides or [])
     tree = _over_pipeline_defaults(kind, apply_overrides(tree, overrides or [], kind()))
     if candidates is not None:
-        if kind is TabularConfig:  # its default list depends on the data set's task
-            tree = _defaults_from_the_data(tree)
         tree = _only_candidates(tree, candidates, kind())
     try:
         return kind.model_validate(tree)

@@ -32,14 +32,13 @@ def test_diabetes_registers_a_gated_parity_checked_regressor_served_by_value(
     code, summary, err = run_cli(capsys, "--workspace", str(ws), *DIABETES)
     assert code == 0, err
     assert summary["model"]["name"] == "diabetes" and summary["model"]["alias"] == "champion"
-    assert set(summary["candidates"]) == {"ridge", "hgb", "ebm"}
+    assert set(summary["candidates"]) == {"ridge", "hgb", "ebm", "mlp"}
     assert set(summary["metrics"]) == {"rmse", "mae", "r2"}
     assert summary["metrics"]["r2"] > 0.3 and summary["metrics"]["rmse"] < 65
     best = summary["model"]["candidate"]
     assert summary["gates"][best] == "passed" and summary["onnx"]["passed"]
     assert summary["fairness"] == {}
     assert summary["notes"] == [
-        "candidate 'mlp' left out: mlp cannot learn a regression target",
         "no fairness audit: data set 'diabetes' declares no sensitive feature and "
         "fairness.features is not set",
     ]
@@ -151,8 +150,9 @@ CONFIG_CASES = {
         "of rmse, mae, r2",
     ),
     "only-a-classifier": (
-        ["--candidates", "mlp"],
-        "no candidate of train.candidates can learn a regression target",
+        ["--set", "train.candidates=[{name: lr, kind: logistic_regression}]"],
+        "no candidate of train.candidates can learn a regression target: candidate 'lr' left "
+        "out: logistic_regression cannot learn a regression target",
     ),
 }
 

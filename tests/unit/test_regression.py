@@ -57,15 +57,27 @@ def test_the_target_must_match_its_task(target: dict, message: str) -> None:
 def test_a_regression_config_has_its_own_defaults() -> None:
     assert DIABETES.target.task == "regression" and DIABETES.target_labels == ()
     assert CONFIG.registry.metric == "rmse" and CONFIG.registry.model_name == "diabetes"
-    assert [c.name for c in CONFIG.candidates] == ["ridge", "hgb", "ebm"]
-    assert CONFIG.left_out == {
-        "mlp": "candidate 'mlp' left out: mlp cannot learn a regression target"
+    assert [c.name for c in CONFIG.candidates] == ["ridge", "hgb", "ebm", "mlp"]
+    assert CONFIG.left_out == {}
+    keras = load_config(
+        None, ["data.dataset=bundled:diabetes", "train.candidates.mlp.kind=keras_mlp"]
+    )
+    assert keras.left_out == {
+        "mlp": "candidate 'mlp' left out: keras_mlp cannot learn a regression target"
     }
     wrong = "registry.metric roc_auc does not suit data set 'diabetes' (task: regression); use "
     with pytest.raises(ConfigError, match=re.escape(wrong + "one of rmse, mae, r2")):
         load_config(None, ["data.dataset=bundled:diabetes", "registry.metric=roc_auc"])
     with pytest.raises(ConfigError, match=re.escape("registry.metric rmse does not suit data set")):
         load_config(None, ["registry.metric=rmse"])
+    # --set by name and --candidates reach the regression list, not the built-in classifiers.
+    tuned = load_config(
+        None, ["data.dataset=bundled:diabetes", "train.candidates.hgb.params.max_iter=30"]
+    )
+    assert [c.name for c in tuned.candidates] == ["ridge", "hgb", "ebm", "mlp"]
+    assert tuned.candidates[1].params["max_iter"] == 30 and tuned.left_out == {}
+    only = load_config(None, ["data.dataset=bundled:diabetes"], candidates=["ridge"])
+    assert [c.name for c in only.candidates] == ["ridge"]
     assert KINDS["ridge"].tasks == frozenset({"regression"})
     assert "regression" not in KINDS["logistic_regression"].tasks
 
@@ -163,3 +175,30 @@ def test_the_regression_audit_gates_on_the_mae_ratio_and_the_worst_groups_mae() 
     assert "| g | 2.000 | 2.000 | no |" in fairness_table(audit)
     fair = audit_regression("m", groups, target, np.where(predicted > 0, 1.0, -1.1), ("g",), cfg)
     assert fair.passed and fair.features["g"].mae_ratio == pytest.approx(1.1)
+
+
+def test_the_lightning_network_regresses_and_its_graph_gives_its_values(diabetes) -> None:
+    from trustflow.models.candidates import train_network
+
+    train, test = diabetes
+    valid, train = train[:40], train[40:]
+    cfg = CandidateConfig(name="mlp", kind="mlp", params={"hidden": [64], "max_epochs": 60})
+    model = train_network(
+        fit_preprocessor(train, DIABETES),
+        features_and_target(train, DIABETES),
+        features_and_target(valid, DIABETES),
+        cfg,
+        0,
+        "cpu",
+        task="regression",
+    )
+    network = model.steps[-1][1]
+    assert network.spec_["classes"] == 1 and network.spec_["target"][0] == pytest.approx(
+        float(train["progression"].mean()), rel=1e-6
+    )
+    test_x, test_y = features_and_target(test, DIABETES)
+    assert evaluate_model(model, test_x, test_y, ()).metrics.r2 > 0.2
+    graph = convert_pipeline(model, DIABETES, OnnxConfig(), "network")
+    assert [output.name for output in graph.graph.output] == ["value"]
+    report = check_parity(model, graph.SerializeToString(), test, DIABETES, OnnxConfig())
+    assert report.parity.passed, report.parity.reason()

@@ -20,9 +20,12 @@ from onnx import TensorProto, helper
 NETWORK_INPUT = "features"
 
 
-def network_graph(network: Any, inputs: int, opset: int) -> onnx.ModelProto:
+def network_graph(
+    network: Any, inputs: int, opset: int, regression: bool = False
+) -> onnx.ModelProto:
     """The network (logits) with a softmax, as ONNX: input ``features`` [batch, inputs] float,
-    output ``probabilities`` [batch, classes]."""
+    output ``probabilities`` [batch, classes]; a regressor's output is its ``value`` [batch, 1]
+    as it is."""
     import torch
 
     class Probabilities(torch.nn.Module):
@@ -31,7 +34,8 @@ def network_graph(network: Any, inputs: int, opset: int) -> onnx.ModelProto:
             self.network = network
 
         def forward(self, features: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.network(features), dim=1)
+            output = self.network(features)
+            return output if regression else torch.softmax(output, dim=1)
 
     for name in ("torch.onnx", "onnxscript", "onnx_ir"):  # progress and "torchvision missing"
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -47,7 +51,7 @@ def network_graph(network: Any, inputs: int, opset: int) -> onnx.ModelProto:
                 (example,),
                 str(path),
                 input_names=[NETWORK_INPUT],
-                output_names=["probabilities"],
+                output_names=["value" if regression else "probabilities"],
                 dynamic_shapes={"features": {0: batch}},
                 opset_version=opset,
                 dynamo=True,
@@ -92,8 +96,11 @@ def concat_front(columns: list[str], output: str = "pixels") -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=opsets, ir_version=ir_version)
 
 
-def join(front: onnx.ModelProto, front_output: str, network: onnx.ModelProto) -> onnx.ModelProto:
-    """``front`` -> (cast to float) -> ``network`` -> outputs ``label`` and ``probabilities``."""
+def join(
+    front: onnx.ModelProto, front_output: str, network: onnx.ModelProto, regression: bool = False
+) -> onnx.ModelProto:
+    """``front`` -> (cast to float) -> ``network`` -> outputs ``label`` and ``probabilities``,
+    or a regressor's one output ``value``."""
     # One IR version and one opset per domain for the pair (merge_models insists).
     ir_version = max(front.ir_version, network.ir_version)
     opsets: dict[str, int] = {}
@@ -127,6 +134,13 @@ def join(front: onnx.ModelProto, front_output: str, network: onnx.ModelProto) ->
         front, network, io_map=[(front_output, NETWORK_INPUT)], prefix2="net_"
     )
     probabilities = merged.graph.output[0].name
+    if regression:
+        merged.graph.node.append(helper.make_node("Identity", [probabilities], ["value"]))
+        merged.graph.ClearField("output")
+        merged.graph.output.append(
+            helper.make_tensor_value_info("value", TensorProto.FLOAT, [None, 1])
+        )
+        return merged
     merged.graph.node.append(
         helper.make_node("ArgMax", [probabilities], ["label"], axis=1, keepdims=0)
     )

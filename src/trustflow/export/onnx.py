@@ -293,11 +293,12 @@ def _convert_neural(model: Pipeline, schema: DatasetSchema, cfg: OnnxConfig) -> 
         raise NotExportable("a network converts to ONNX behind the shared preprocessor only")
     front = _convert_sklearn(model.steps[0][1], schema, cfg)
     network = model.steps[-1][1]
+    regression = not schema.classification
     if isinstance(network, KerasClassifier):
         body = keras_graph(network.network(), cfg.opset)
     else:
-        body = network_graph(network.network(), network.spec_["inputs"], cfg.opset)
-    return join(front, front.graph.output[0].name, body)
+        body = network_graph(network.network(), network.spec_["inputs"], cfg.opset, regression)
+    return join(front, front.graph.output[0].name, body, regression)
 
 
 def _convert_ebm(model: Pipeline, schema: DatasetSchema) -> onnx.ModelProto:

@@ -21,7 +21,13 @@ from trustflow.config import CandidateConfig
 from trustflow.errors import ConfigError
 from trustflow.models.keras_net import KerasClassifier
 from trustflow.models.kinds import Task
-from trustflow.models.neural import Accelerator, NetworkClassifier, NeuralClassifier, WarmStart
+from trustflow.models.neural import (
+    Accelerator,
+    NetworkClassifier,
+    NeuralClassifier,
+    NeuralRegressor,
+    WarmStart,
+)
 
 
 def make_estimator(cfg: CandidateConfig, seed: int, task: Task = "binary") -> Any:
@@ -70,8 +76,10 @@ def train_network(
     accelerator: Accelerator,
     loggers: Sequence[Any] = (),
     warm: WarmStart | None = None,
+    task: Task = "binary",
 ) -> Pipeline:
-    """A network (Lightning or Keras) on the shared preprocessing, early-stopped on ``valid``."""
+    """A network (Lightning or Keras) on the shared preprocessing, early-stopped on ``valid``;
+    a Lightning one regresses when ``task`` is regression."""
     network: NetworkClassifier
     if cfg.model_kind.framework == "keras":
         network = KerasClassifier("mlp", cfg.params, seed, accelerator)
@@ -79,7 +87,8 @@ def train_network(
         numeric = len(
             next(cols for name, _, cols in preprocessor.transformers if name == "numeric")
         )
-        network = NeuralClassifier("mlp", {"numeric": numeric, **cfg.params}, seed, accelerator)
+        learner = NeuralRegressor if task == "regression" else NeuralClassifier
+        network = learner("mlp", {"numeric": numeric, **cfg.params}, seed, accelerator)
     try:
         network.fit(
             preprocessor.transform(train[0]),

@@ -282,6 +282,7 @@ KINDS: dict[str, ModelKind] = {
             None,
             network=True,
             onnx="network",
+            tasks=ALL_TASKS,
         ),
         ModelKind(
             "keras_mlp",

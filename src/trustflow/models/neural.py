@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import ValidationError
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from trustflow.errors import ConfigError
 from trustflow.models.kinds import CnnParams, MlpParams, Params, params_problem_of
@@ -86,6 +86,8 @@ def build_network(spec: dict[str, Any]) -> Any:
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden
         layers.append(nn.Linear(width, spec["classes"]))
+        if "target" in spec:  # a regressor: its one output back in the target's units
+            layers.append(_rescale_class()(*spec["target"]))
         return nn.Sequential(*layers)
     height, width = spec["image"]
     first, second = spec["channels"]
@@ -101,6 +103,26 @@ def build_network(spec: dict[str, Any]) -> Any:
         nn.ReLU(),
         nn.Linear(spec["dense"], spec["classes"]),
     )
+
+
+@cache
+def _rescale_class() -> Any:
+    """Defined on first use, like Periodic: ``mean + std * x``, fixed (not learnt)."""
+    import torch
+    from torch import nn
+
+    class Rescale(nn.Module):
+        """A regressor learns the standardised target; this layer gives its value in the
+        target's units, so the ONNX graph and ``predict`` need nothing after the network."""
+
+        def __init__(self, mean: float, std: float) -> None:
+            super().__init__()
+            self.mean, self.std = float(mean), float(std)  # in the spec, not the weights
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.mean + self.std * x
+
+    return Rescale
 
 
 @cache
@@ -192,20 +214,28 @@ def _lightning_module(network: Any, params: dict[str, Any], spec: dict[str, Any]
             logits: torch.Tensor = self.network(x)
             return logits
 
+        def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            if "target" not in spec:
+                return F.cross_entropy(output, y)
+            # A regressor: squared error in standard deviations of the target.
+            std = float(spec["target"][1])
+            return F.mse_loss(output.reshape(-1) / std, y / std)
+
         def training_step(self, batch: Any, _: int) -> torch.Tensor:
             x, y = batch
             if spec["kind"] == "cnn":
                 x = _shift_images(x, spec, int(params.get("shift", 0)), gen)
-            loss = F.cross_entropy(self(x), y)
+            loss = self.loss(self(x), y)
             self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
             return loss
 
         def validation_step(self, batch: Any, _: int) -> None:
             x, y = batch
-            logits = self(x)
-            self.log("val_loss", F.cross_entropy(logits, y), batch_size=len(y))
-            accuracy = (logits.argmax(dim=1) == y).float().mean()
-            self.log("val_accuracy", accuracy, batch_size=len(y))
+            output = self(x)
+            self.log("val_loss", self.loss(output, y), batch_size=len(y))
+            if "target" not in spec:
+                accuracy = (output.argmax(dim=1) == y).float().mean()
+                self.log("val_accuracy", accuracy, batch_size=len(y))
 
         def configure_optimizers(self) -> Any:
             return torch.optim.AdamW(
@@ -339,6 +369,8 @@ class NeuralClassifier(NetworkClassifier):
     """A Lightning-trained network as a scikit-learn classifier (labels 0..classes-1)."""
 
     architectures = ARCHITECTURE_PARAMS
+    regression: ClassVar[bool] = False
+    target_dtype: ClassVar[Any] = np.int64
 
     def fit(
         self,
@@ -354,10 +386,15 @@ class NeuralClassifier(NetworkClassifier):
         _quiet_lightning()
         settings = self._settings()
         x = np.asarray(x, dtype=np.float32)
-        y = np.asarray(y, dtype=np.int64)
-        seen = int(max(y.max(), np.asarray(valid[1]).max())) + 1
-        classes = max(seen, self.classes or 0)
+        y = np.asarray(y, dtype=self.target_dtype)
+        if self.regression:
+            classes = 1
+        else:
+            seen = int(max(y.max(), np.asarray(valid[1]).max())) + 1
+            classes = max(seen, self.classes or 0)
         spec: dict[str, Any] = {"kind": self.kind, "inputs": int(x.shape[1]), "classes": classes}
+        if self.regression:  # standardised while it learns, rescaled by its last layer
+            spec["target"] = [float(y.mean()), float(y.std()) or 1.0]
         if self.kind == "mlp":
             spec["hidden"] = [int(h) for h in settings["hidden"]]
             if settings["numeric"]:
@@ -408,7 +445,7 @@ class NeuralClassifier(NetworkClassifier):
         )
         batch = int(settings["batch_size"])
         valid_x = np.asarray(valid[0], dtype=np.float32)
-        valid_y = np.asarray(valid[1], dtype=np.int64)
+        valid_y = np.asarray(valid[1], dtype=self.target_dtype)
         trainer.fit(
             module,
             _loader(x, y, batch, shuffle=True, gen=generator),
@@ -419,7 +456,8 @@ class NeuralClassifier(NetworkClassifier):
         self._converged(best_loss, float(settings["learning_rate"]))
         self.spec_ = spec
         self.state_ = {k: v.detach().cpu().numpy().copy() for k, v in best_state.items()}
-        self.classes_ = np.arange(classes)
+        if not self.regression:
+            self.classes_ = np.arange(classes)
         self.history_ = record.history
         self.timings_ = record.timings
         self.best_epoch_ = best_epoch
@@ -448,3 +486,22 @@ class NeuralClassifier(NetworkClassifier):
             probabilities = torch.softmax(logits, dim=1).numpy().astype(np.float64)
         # float32 softmax rows sum to 1 only within rounding; scikit-learn's metrics check.
         return np.asarray(probabilities / probabilities.sum(axis=1, keepdims=True))
+
+
+class NeuralRegressor(RegressorMixin, NeuralClassifier):  # type: ignore[misc]
+    """The same network with one output, trained on the standardised target (squared error)
+    and answering in the target's units: a scikit-learn regressor."""
+
+    regression = True
+    target_dtype = np.float32
+
+    def predict(self, x: Any) -> np.ndarray:
+        import torch
+
+        values = np.array(x, dtype=np.float32)
+        with torch.no_grad():
+            output = self.network()(torch.as_tensor(values))
+        return np.asarray(output.numpy().reshape(-1), dtype=np.float64)
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        raise AttributeError("a regressor has no class probabilities")
