@@ -18,6 +18,14 @@ def run_cli(capsys, *args: str) -> tuple[int, dict, str]:
     return code, json.loads(lines[0]), err
 
 
+def fails_in_one_line(capsys, ws: Path, *args: str) -> str:
+    """Run in ``ws``, expecting exit 1 with one error line and no traceback; the error."""
+    code, summary, err = run_cli(capsys, "--workspace", str(ws), *args)
+    assert code == 1 and summary["state"] == "FAILED", summary
+    assert "\n" not in summary["error"] and "Traceback" not in err
+    return str(summary["error"])
+
+
 def client_for(ws: Path) -> MlflowClient:
     uri = f"sqlite:///{ws / 'mlflow.db'}"
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import set_cell, write_csv
 from tests.e2e.processes import pointed_at
-from tests.flows.helpers import champion, client_for, run_cli, versions
+from tests.flows.helpers import champion, client_for, fails_in_one_line, run_cli, versions
 from trustflow.data.sources import load_source
 from trustflow.io import file_digest
 from trustflow.serving.app import ModelRelease
@@ -107,19 +107,12 @@ def _untouched(root: Path) -> tuple[list[str], str, str]:
     return versions(root, "iris"), champion(root, "iris"), file_digest(root / "data/iris.parquet")
 
 
-def _one_line_exit_1(capsys, root: Path, *args: str) -> str:
-    code, summary, err = run_cli(capsys, "--workspace", str(root), *args)
-    assert code == 1 and summary["state"] == "FAILED", summary
-    assert "\n" not in summary["error"] and "Traceback" not in err
-    return str(summary["error"])
-
-
 @pytest.mark.parametrize("case", list(DATA_CASES))
 def test_bad_multiclass_data_fails_cleanly(case, iris_workspace, tmp_path, capsys) -> None:
     change, expected = DATA_CASES[case]
     before = _untouched(iris_workspace)
     source = write_csv(change(load_source("bundled:iris").frame), tmp_path / f"{case}.csv")
-    error = _one_line_exit_1(
+    error = fails_in_one_line(
         capsys, iris_workspace, "--set", f"data.source=csv:{source}",
         "--set", "data.dataset=bundled:iris",
     )  # fmt: skip
@@ -155,14 +148,14 @@ def test_a_wrong_task_in_the_schema_fails_before_any_work(
     schema = tmp_path / "schema.yaml"
     schema.write_text(text)
     before = _untouched(iris_workspace)
-    error = _one_line_exit_1(capsys, iris_workspace, "--set", f"data.dataset={schema}")
+    error = fails_in_one_line(capsys, iris_workspace, "--set", f"data.dataset={schema}")
     assert expected in error and str(schema) in error
     assert _untouched(iris_workspace) == before
 
 
 def test_encryption_of_a_multiclass_model_is_refused(iris_workspace, capsys) -> None:
     before = _untouched(iris_workspace)
-    error = _one_line_exit_1(capsys, iris_workspace, *IRIS, "--set", "encryption.enabled=true")
+    error = fails_in_one_line(capsys, iris_workspace, *IRIS, "--set", "encryption.enabled=true")
     assert (
         "encryption.enabled serves a binary target's linear model (one sigmoid); data set "
         "'iris' is multiclass" in error
@@ -172,7 +165,7 @@ def test_encryption_of_a_multiclass_model_is_refused(iris_workspace, capsys) -> 
 
 def test_candidates_naming_an_unknown_one_is_one_line(iris_workspace, capsys) -> None:
     before = _untouched(iris_workspace)
-    error = _one_line_exit_1(capsys, iris_workspace, *IRIS, "--candidates", "logreg,svm")
+    error = fails_in_one_line(capsys, iris_workspace, *IRIS, "--candidates", "logreg,svm")
     assert error == (
         "--candidates: no candidate named 'svm'; train.candidates has logreg, hgb, ebm, "
         "hgb-fair, mlp"

@@ -16,7 +16,7 @@ from sklearn.metrics import r2_score
 from tests.conftest import set_cell, write_csv
 from tests.e2e.processes import pointed_at
 from tests.e2e.serving import serving
-from tests.flows.helpers import champion, run_cli, versions
+from tests.flows.helpers import champion, fails_in_one_line, run_cli, versions
 from trustflow.data.sources import load_source
 from trustflow.io import file_digest
 from trustflow.serving.app import ModelRelease
@@ -123,19 +123,12 @@ def _untouched(root: Path) -> tuple[list[str], str, str]:
     return versions(root, "diabetes"), champion(root, "diabetes"), data
 
 
-def _one_line_exit_1(capsys, root: Path, *args: str) -> str:
-    code, summary, err = run_cli(capsys, "--workspace", str(root), *args)
-    assert code == 1 and summary["state"] == "FAILED", summary
-    assert "\n" not in summary["error"] and "Traceback" not in err
-    return str(summary["error"])
-
-
 @pytest.mark.parametrize("case", list(DATA_CASES))
 def test_bad_regression_data_fails_cleanly(case, diabetes_workspace, tmp_path, capsys) -> None:
     change, expected = DATA_CASES[case]
     before = _untouched(diabetes_workspace)
     source = write_csv(change(load_source("bundled:diabetes").frame), tmp_path / f"{case}.csv")
-    error = _one_line_exit_1(
+    error = fails_in_one_line(
         capsys, diabetes_workspace, "--set", f"data.source=csv:{source}",
         "--set", "data.dataset=bundled:diabetes",
     )  # fmt: skip
@@ -164,7 +157,7 @@ def test_a_category_to_regress_on_is_one_line(diabetes_workspace, tmp_path, caps
     schema = tmp_path / "schema.yaml"
     schema.write_text(text.replace("column: progression", "column: sex"))
     before = _untouched(diabetes_workspace)
-    error = _one_line_exit_1(capsys, diabetes_workspace, "--set", f"data.dataset={schema}")
+    error = fails_in_one_line(capsys, diabetes_workspace, "--set", f"data.dataset={schema}")
     assert "target 'sex' (task: regression) must be a numeric column" in error
     assert _untouched(diabetes_workspace) == before
 
@@ -175,6 +168,6 @@ def test_a_config_that_cannot_regress_fails_before_any_work(
 ) -> None:
     args, expected = CONFIG_CASES[case]
     before = _untouched(diabetes_workspace)
-    error = _one_line_exit_1(capsys, diabetes_workspace, *DIABETES, *args)
+    error = fails_in_one_line(capsys, diabetes_workspace, *DIABETES, *args)
     assert expected in error
     assert _untouched(diabetes_workspace) == before
