@@ -219,6 +219,31 @@ def _group_table(counts: pd.DataFrame, feature: str) -> pd.DataFrame:
     )
 
 
+def _unmeasured(
+    feature: str,
+    gated: bool,
+    rows: list[GroupMetrics],
+    warnings: list[str],
+    unmeasured: str,
+    regression: bool = False,
+) -> FeatureAudit:
+    """A feature with fewer than two measurable groups: no disparity, no violation; it fails
+    the gate only through ``unmeasured`` (empty when it may pass)."""
+    return FeatureAudit(
+        feature=feature,
+        gated=gated,
+        groups=rows,
+        demographic_parity_difference=None,
+        demographic_parity_ratio=None,
+        equalized_odds_difference=None,
+        gaps={},
+        warnings=warnings,
+        violations=[],
+        unmeasured=unmeasured,
+        regression=regression,
+    )
+
+
 def _gap(table: pd.DataFrame, rate: str) -> Gap:
     column = table[rate].astype(float)
     return Gap(
@@ -277,18 +302,7 @@ def audit_feature(
                 f"{cfg.min_group_rows} test rows and both classes ({counts}); "
                 "fairness.unmeasured=allow accepts that"
             )
-        return FeatureAudit(
-            unmeasured=unmeasured,
-            feature=feature,
-            gated=gated,
-            groups=rows,
-            demographic_parity_difference=None,
-            demographic_parity_ratio=None,
-            equalized_odds_difference=None,
-            gaps={},
-            warnings=warnings,
-            violations=[],
-        )
+        return _unmeasured(feature, gated, rows, warnings, unmeasured)
     selection = _gap(measured, "selection_rate")
     odds = max((_gap(measured, "tpr"), _gap(measured, "fpr")), key=lambda g: g.high - g.low)
     disparities: dict[Disparity, tuple[float, Gap]] = {
@@ -499,22 +513,13 @@ def _audit_regression_feature(
             f"{feature}: fewer than two groups with at least {cfg.min_group_rows} rows; "
             "no disparity measured and no limit applied"
         )
-        return FeatureAudit(
-            feature=feature,
-            gated=gated,
-            groups=rows,
-            demographic_parity_difference=None,
-            demographic_parity_ratio=None,
-            equalized_odds_difference=None,
-            gaps={},
-            warnings=warnings,
-            violations=[],
-            regression=True,
-            unmeasured=f"{feature} not measured: fewer than two groups with at least "
+        unmeasured = (
+            f"{feature} not measured: fewer than two groups with at least "
             f"{cfg.min_group_rows} test rows ({counts}); fairness.unmeasured=allow accepts that"
             if gated and cfg.unmeasured == "fail" and limited
-            else "",
+            else ""
         )
+        return _unmeasured(feature, gated, rows, warnings, unmeasured, regression=True)
     gap = _gap(measured, "mae")
     ratio = gap.high / gap.low if gap.low > 0 else math.inf
     exceeded = [

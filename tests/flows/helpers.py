@@ -26,6 +26,14 @@ def fails_in_one_line(capsys, ws: Path, *args: str) -> str:
     return str(summary["error"])
 
 
+def registry_and_data(ws: Path, name: str) -> tuple[list[str], str, str]:
+    """What bad input must leave as it was: ``name``'s versions, its champion, and the md5 of
+    the workspace's tracked ``data/<data set>.parquet`` (named like the model here)."""
+    from trustflow.io import file_digest
+
+    return versions(ws, name), champion(ws, name), file_digest(ws / "data" / f"{name}.parquet")
+
+
 def client_for(ws: Path) -> MlflowClient:
     uri = f"sqlite:///{ws / 'mlflow.db'}"
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -13,9 +13,8 @@ import pytest
 
 from tests.conftest import set_cell, write_csv
 from tests.e2e.processes import pointed_at
-from tests.flows.helpers import champion, client_for, fails_in_one_line, run_cli, versions
+from tests.flows.helpers import client_for, fails_in_one_line, registry_and_data, run_cli
 from trustflow.data.sources import load_source
-from trustflow.io import file_digest
 from trustflow.serving.app import ModelRelease
 from trustflow.serving.scorer import Scorer
 
@@ -103,21 +102,19 @@ def iris_workspace(tmp_path_factory) -> Path:
     return root
 
 
-def _untouched(root: Path) -> tuple[list[str], str, str]:
-    return versions(root, "iris"), champion(root, "iris"), file_digest(root / "data/iris.parquet")
-
-
 @pytest.mark.parametrize("case", list(DATA_CASES))
 def test_bad_multiclass_data_fails_cleanly(case, iris_workspace, tmp_path, capsys) -> None:
     change, expected = DATA_CASES[case]
-    before = _untouched(iris_workspace)
+    before = registry_and_data(iris_workspace, "iris")
     source = write_csv(change(load_source("bundled:iris").frame), tmp_path / f"{case}.csv")
     error = fails_in_one_line(
         capsys, iris_workspace, "--set", f"data.source=csv:{source}",
         "--set", "data.dataset=bundled:iris",
     )  # fmt: skip
     assert expected in error
-    assert _untouched(iris_workspace) == before  # nothing registered, the data as it was
+    assert (
+        registry_and_data(iris_workspace, "iris") == before
+    )  # nothing registered, the data as it was
 
 
 SCHEMA = (
@@ -147,27 +144,27 @@ def test_a_wrong_task_in_the_schema_fails_before_any_work(
     text, expected = CONFIG_CASES[case]
     schema = tmp_path / "schema.yaml"
     schema.write_text(text)
-    before = _untouched(iris_workspace)
+    before = registry_and_data(iris_workspace, "iris")
     error = fails_in_one_line(capsys, iris_workspace, "--set", f"data.dataset={schema}")
     assert expected in error and str(schema) in error
-    assert _untouched(iris_workspace) == before
+    assert registry_and_data(iris_workspace, "iris") == before
 
 
 def test_encryption_of_a_multiclass_model_is_refused(iris_workspace, capsys) -> None:
-    before = _untouched(iris_workspace)
+    before = registry_and_data(iris_workspace, "iris")
     error = fails_in_one_line(capsys, iris_workspace, *IRIS, "--set", "encryption.enabled=true")
     assert (
         "encryption.enabled serves a binary target's linear model (one sigmoid); data set "
         "'iris' is multiclass" in error
     )
-    assert _untouched(iris_workspace) == before
+    assert registry_and_data(iris_workspace, "iris") == before
 
 
 def test_candidates_naming_an_unknown_one_is_one_line(iris_workspace, capsys) -> None:
-    before = _untouched(iris_workspace)
+    before = registry_and_data(iris_workspace, "iris")
     error = fails_in_one_line(capsys, iris_workspace, *IRIS, "--candidates", "logreg,svm")
     assert error == (
         "--candidates: no candidate named 'svm'; train.candidates has logreg, hgb, ebm, "
         "hgb-fair, mlp"
     )
-    assert _untouched(iris_workspace) == before
+    assert registry_and_data(iris_workspace, "iris") == before

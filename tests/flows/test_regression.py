@@ -16,9 +16,8 @@ from sklearn.metrics import r2_score
 from tests.conftest import set_cell, write_csv
 from tests.e2e.processes import pointed_at
 from tests.e2e.serving import serving
-from tests.flows.helpers import champion, fails_in_one_line, run_cli, versions
+from tests.flows.helpers import champion, fails_in_one_line, registry_and_data, run_cli
 from trustflow.data.sources import load_source
-from trustflow.io import file_digest
 from trustflow.serving.app import ModelRelease
 from trustflow.serving.scorer import Scorer
 
@@ -118,22 +117,17 @@ def diabetes_workspace(tmp_path_factory) -> Path:
     return root
 
 
-def _untouched(root: Path) -> tuple[list[str], str, str]:
-    data = file_digest(root / "data/diabetes.parquet")
-    return versions(root, "diabetes"), champion(root, "diabetes"), data
-
-
 @pytest.mark.parametrize("case", list(DATA_CASES))
 def test_bad_regression_data_fails_cleanly(case, diabetes_workspace, tmp_path, capsys) -> None:
     change, expected = DATA_CASES[case]
-    before = _untouched(diabetes_workspace)
+    before = registry_and_data(diabetes_workspace, "diabetes")
     source = write_csv(change(load_source("bundled:diabetes").frame), tmp_path / f"{case}.csv")
     error = fails_in_one_line(
         capsys, diabetes_workspace, "--set", f"data.source=csv:{source}",
         "--set", "data.dataset=bundled:diabetes",
     )  # fmt: skip
     assert expected in error
-    assert _untouched(diabetes_workspace) == before
+    assert registry_and_data(diabetes_workspace, "diabetes") == before
 
 
 CONFIG_CASES = {
@@ -156,10 +150,10 @@ def test_a_category_to_regress_on_is_one_line(diabetes_workspace, tmp_path, caps
     text = resources.files("trustflow.datasets").joinpath("diabetes", "schema.yaml").read_text()
     schema = tmp_path / "schema.yaml"
     schema.write_text(text.replace("column: progression", "column: sex"))
-    before = _untouched(diabetes_workspace)
+    before = registry_and_data(diabetes_workspace, "diabetes")
     error = fails_in_one_line(capsys, diabetes_workspace, "--set", f"data.dataset={schema}")
     assert "target 'sex' (task: regression) must be a numeric column" in error
-    assert _untouched(diabetes_workspace) == before
+    assert registry_and_data(diabetes_workspace, "diabetes") == before
 
 
 @pytest.mark.parametrize("case", list(CONFIG_CASES))
@@ -167,7 +161,7 @@ def test_a_config_that_cannot_regress_fails_before_any_work(
     case, diabetes_workspace, capsys
 ) -> None:
     args, expected = CONFIG_CASES[case]
-    before = _untouched(diabetes_workspace)
+    before = registry_and_data(diabetes_workspace, "diabetes")
     error = fails_in_one_line(capsys, diabetes_workspace, *DIABETES, *args)
     assert expected in error
-    assert _untouched(diabetes_workspace) == before
+    assert registry_and_data(diabetes_workspace, "diabetes") == before
