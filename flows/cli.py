@@ -272,7 +272,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     with workspace.exclusive(waiting):
         code, summary = _run_flow(
-            args, err, title, lambda: pipeline.run(config, workspace), workspace
+            args, err, title, lambda: pipeline.run(config, workspace), workspace, pipeline.flow
         )
     if summary is None:
         return code
@@ -304,11 +304,17 @@ def pipelines_command(args: argparse.Namespace) -> int:
 
 
 def _run_flow(
-    args: argparse.Namespace, err: Console, title: str, start: Callable[[], Any], workspace: Any
+    args: argparse.Namespace,
+    err: Console,
+    title: str,
+    start: Callable[[], Any],
+    workspace: Any,
+    prepare: Callable[[], Any] | None = None,
 ) -> tuple[int, dict[str, Any] | None]:
     """Run a flow with the stage lines on stderr (none with --quiet) and, with --json, a clean
     stdout; (exit code, the flow's summary or None when it failed). Without a Prefect API
-    configured, the run gets a temporary server of its own; an interrupt ends the run cleanly
+    configured, the run gets a temporary server of its own, and ``prepare`` (the flow's
+    imports) runs while that server starts; an interrupt ends the run cleanly
     (flows/interrupts.py)."""
     from flows.interrupts import StageTracker
     from flows.progress import StageDisplay
@@ -328,14 +334,19 @@ def _run_flow(
     for handler in handlers:
         progress.addHandler(handler)
     try:
-        return _run_with_server(args, err, start, workspace, handlers[0])
+        return _run_with_server(args, err, start, workspace, handlers[0], prepare)
     finally:  # one command's display, not every later one's (tests call main() many times)
         for handler in handlers:
             progress.removeHandler(handler)
 
 
 def _run_with_server(
-    args: argparse.Namespace, err: Console, start: Callable[[], Any], workspace: Any, tracker: Any
+    args: argparse.Namespace,
+    err: Console,
+    start: Callable[[], Any],
+    workspace: Any,
+    tracker: Any,
+    prepare: Callable[[], Any] | None,
 ) -> tuple[int, dict[str, Any] | None]:
     """The flow on the configured Prefect API, or on a temporary server of its own, under the
     run's interrupt handling."""
@@ -354,7 +365,7 @@ def _run_with_server(
         try:
             if server is not None:
                 try:
-                    api_url = server.start()
+                    api_url = server.start(meanwhile=prepare)
                 except TrustflowError as exc:
                     return _fail(err, args, exc), None
                 # After Prefect's own exit hooks, which send the run's last logs and events.
@@ -412,8 +423,7 @@ def _storage_full(error: BaseException, tracker: Any, workspace: Any) -> Excepti
                 where = workspace.root
         if where is None:
             return None
-    registered = tracker.registered
-    what = f"{registered} was registered" if registered else "nothing was registered"
+    what = tracker.outcome()
     return StorageFull(
         f"no space left on the device holding {where} (during {tracker.stage}); {what}; "
         "free some space and run again"
@@ -438,8 +448,7 @@ def _abandon(
 
     name = signal.Signals(signum).name
     stage = tracker.stage
-    registered = tracker.registered
-    what = f"{registered} was registered" if registered else "nothing was registered"
+    what = tracker.outcome()
     message = f"interrupted during {stage}; {what}"
     uri = workspace.tracking_uri()
     if not uri.startswith("sqlite:") or workspace.mlflow_db.exists():  # (never create a store)
