@@ -19,6 +19,7 @@ from trustflow.evaluate import (
     residual_figure,
     roc_figure,
 )
+from trustflow.failpoints import failpoint
 from trustflow.io import dump_addressed, load_artifact, read_frame, save_png
 from trustflow.models.candidates import train_candidate, train_network
 from trustflow.models.mitigation import mitigate_candidate
@@ -117,6 +118,7 @@ def _fitted(fit: Callable[[], Any], cfg: CandidateConfig, ws: Workspace) -> Trai
     model = fit()
     seconds = time.perf_counter() - started
     ref = dump_addressed(model, ws.artifacts_dir / "models", cfg.name)
+    failpoint("train.saved")
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     epochs = tuple(final.epoch_seconds()) if isinstance(final, NetworkClassifier) else ()
     return TrainedCandidate(

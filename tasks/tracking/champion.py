@@ -28,6 +28,7 @@ from trustflow.config import (
 from trustflow.data.fingerprint import rows_digest, unseen
 from trustflow.errors import AnnounceError, PromotionConflict
 from trustflow.evaluate import evaluate_model
+from trustflow.failpoints import failpoint
 from trustflow.io import load_artifact, read_frame
 from trustflow.models.preprocess import features_and_target
 from trustflow.promotion import Comparison, decide
@@ -189,6 +190,7 @@ def decide_promotion(
             if (str(now.version) if now is not None else None) != previous:
                 continue  # moved by another run since it was read: decide again
             client.set_registered_model_alias(name, alias, version)
+            failpoint("promote.moved")
         return Promotion(
             name=name,
             version=version,

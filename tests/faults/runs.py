@@ -100,9 +100,9 @@ def none_left_behind(ws: Path, session: int, timeout: float = 30) -> list[str]:
 class Watched:
     """A run whose stderr is read as it comes, so a signal can be sent at a stage."""
 
-    def __init__(self, ws: Path, *args: str) -> None:
+    def __init__(self, ws: Path, *args: str, **env: str) -> None:
         self.ws = ws
-        self.process = start_run(ws, *args)
+        self.process = start_run(ws, *args, **env)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -114,11 +114,18 @@ class Watched:
 
     def wait_for_stage(self, stage: str, timeout: float = 600) -> None:
         """Until the stage line of ``stage`` (printed when it ends) appears."""
+        self.wait_for(lambda: self.saw_stage(stage), f"no {stage} line", timeout)
+
+    def saw_stage(self, stage: str) -> bool:
+        return any(line.split()[1:2] == [stage] for line in self.lines if line.strip())
+
+    def wait_for(self, seen: Callable[[], bool], what: str, timeout: float = 600) -> None:
+        """Until ``seen()`` holds; fails, with what the run printed, if the run ends first."""
         deadline = time.monotonic() + timeout
-        while not any(line.split()[1:2] == [stage] for line in self.lines if line.strip()):
+        while not seen():
             assert self.process.poll() is None, "\n".join(self.lines)
-            assert time.monotonic() < deadline, f"no {stage} line:\n" + "\n".join(self.lines)
-            time.sleep(0.02)
+            assert time.monotonic() < deadline, f"{what}:\n" + "\n".join(self.lines)
+            time.sleep(0.01)
 
     def finish(self, timeout: float = 120) -> tuple[int, float, str]:
         """(exit code, seconds from now to exit, stdout)."""

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from trustflow.config import DatasetSchema, PrivacyConfig
 from trustflow.errors import PrivacyBudgetExceeded, PrivacyLedgerError
+from trustflow.failpoints import failpoint
 from trustflow.privacy.mechanisms import PrivateRelease
 
 LEDGER_FORMAT = 1
@@ -209,8 +210,10 @@ class PrivacyLedger:
                 when=datetime.now(UTC).isoformat(timespec="seconds"),
                 release=measure(),
             )
+            failpoint("ledger.measured")
             ledger.entries.append(entry)
             self._write(ledger)
+            failpoint("ledger.written")
             return entry, False, spent
 
     def spent(self, dataset_md5: str) -> float:
