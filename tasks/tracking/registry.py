@@ -35,6 +35,7 @@ from trustflow.config import (
 )
 from trustflow.environment import Environment, current_environment
 from trustflow.errors import ConfigError, IncompleteModel
+from trustflow.failpoints import failpoint
 from trustflow.models.neural import WarmStart
 from trustflow.workspace import Workspace
 
@@ -181,16 +182,9 @@ def register_version(
     the same content tags (native and ONNX hashes) whose model is whole; (version, whether it is
     new). A model that is not whole is never registered."""
     client = MlflowClient()
-    existing: list[Any]
-    try:
-        query = f"name='{name}' and {content_filter(content)}"
-        existing = list(client.search_model_versions(query))
-    except MlflowException:  # the registered model does not exist yet
-        existing = []
-    for version in sorted(existing, key=lambda v: int(v.version)):
-        model_id = version_model_id(version)
-        if model_id and logged_model_problem(model_id) is None:
-            return str(version.version), False
+    earlier = _first_whole_version(client, name, content)
+    if earlier is not None:
+        return earlier, False
     model_id = model_uri.removeprefix("models:/")
     problem = logged_model_problem(model_id)
     if problem is not None:
@@ -205,7 +199,35 @@ def register_version(
     version = client.create_model_version(
         name, source=model_uri, run_id=run_id, model_id=model_id, tags={**content, **facts.tags()}
     )
-    return str(version.version), True
+    failpoint("register.created")
+    return keep_first_version(name, content, str(version.version))
+
+
+def _first_whole_version(client: MlflowClient, name: str, content: dict[str, str]) -> str | None:
+    """The earliest version of ``name`` with these content tags whose model is whole."""
+    try:
+        query = f"name='{name}' and {content_filter(content)}"
+        existing = list(client.search_model_versions(query))
+    except MlflowException:  # the registered model does not exist yet
+        return None
+    for version in sorted(existing, key=lambda v: int(v.version)):
+        model_id = version_model_id(version)
+        if model_id and logged_model_problem(model_id) is None:
+            return str(version.version)
+    return None
+
+
+def keep_first_version(name: str, content: dict[str, str], created: str) -> tuple[str, bool]:
+    """(version, whether it is new) once this run created version ``created``. Runs in other
+    workspaces on one tracking server can each find no version of this content and each create
+    one; each then keeps the earliest and withdraws its own, so one content has one version.
+    Nothing has pointed an alias at the withdrawn one: the alias moves after registration."""
+    client = MlflowClient()
+    first = _first_whole_version(client, name, content)
+    if first is None or first == created:
+        return created, True
+    client.delete_model_version(name, created)
+    return first, False
 
 
 def current_alias(name: str, alias: str) -> Any | None:
