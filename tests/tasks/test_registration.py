@@ -25,9 +25,10 @@ def model_uri(tmp_path: Path):
     with pointed_at(f"sqlite:///{tmp_path / 'mlflow.db'}"):
         frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0]})
         model = LogisticRegression().fit(frame, [0, 0, 1, 1])
-        experiment = mlflow.set_experiment("registration")
-        with mlflow.start_run():
-            uri = log_model_once(experiment.experiment_id, CONTENT, "m", model, None, frame, [])
+        # Artifacts in the temp dir (a SQLite store's default is ./mlruns, under the cwd).
+        experiment_id = mlflow.create_experiment("registration", (tmp_path / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment_id):
+            uri = log_model_once(experiment_id, CONTENT, "m", model, None, frame, [])
         yield uri
 
 
