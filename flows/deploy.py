@@ -82,10 +82,12 @@ def describe_bundle(made: dict[str, Any]) -> str:
 
 
 def describe_image(image: dict[str, Any]) -> str:
+    orphans = image["removed_orphans"]
+    removed = f"; removed {len(orphans)} left by a killed deploy" if orphans else ""
     return (
         f"{', '.join(image['tags'])}: {_mb(image['size_over_base_bytes'])} over the base, "
         f"ready in {image['ready_seconds']:.2f} s, {image['verified_rows']} rows verified "
-        f"(max |diff| {image['max_abs_diff']:.1e})"
+        f"(max |diff| {image['max_abs_diff']:.1e}){removed}"
     )
 
 

@@ -3,12 +3,17 @@ deploy tasks' side effects, on the build context the core renders (trustflow.dep
 
 The image is proven, not assumed: it is started on a free port of the host's network, must
 answer ``/readyz``, and must give the same probabilities as the ONNX graph run here on the
-release's example rows. The verification container is removed whatever happens.
+release's example rows. The verification container is removed whatever happens: when the
+deploy fails or is interrupted, by the deploy itself; when its process was killed outright, by
+the next deploy on this host, which removes the verification containers of processes that are
+gone (the container names its process in a label).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,6 +32,7 @@ DEFAULT_BASE_IMAGE = "python:3.11-slim-bookworm"
 MAX_PROBABILITY_DIFF = 1e-6
 BUILD_STAGE_LABEL = "ai.trustflow.stage=build"  # infra/docker/Dockerfile's build stage
 VERIFY_LABEL = "ai.trustflow.verify"
+OWNER_LABEL = "ai.trustflow.verify.owner"  # HOST:PID of the deploy that started it
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class ImageReport:
     verified_rows: int
     max_abs_diff: float
     pushed: list[str]
+    removed_orphans: list[str]  # verification containers a killed deploy left, removed first
 
     @property
     def size_over_base_bytes(self) -> int:
@@ -178,25 +185,47 @@ def run_and_verify(
     """Start the image on 127.0.0.1:``port`` as Kubernetes would run it (non-root, read-only
     root filesystem, no capabilities), check it, and remove it. (ready s, rows, max diff)"""
     _check_port(port)
-    container = client.containers.run(
-        image.id,
-        detach=True,
-        name=f"trustflow-verify-{release.image_name}-{uuid.uuid4().hex[:8]}",
-        network_mode="host",
-        environment={"PORT": str(port), "HOST": "127.0.0.1"},
-        read_only=True,
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
-        labels={VERIFY_LABEL: release.source},
-    )
+    name = f"trustflow-verify-{release.image_name}-{uuid.uuid4().hex[:8]}"
     try:
+        container = client.containers.run(
+            image.id,
+            detach=True,
+            name=name,
+            network_mode="host",
+            environment={"PORT": str(port), "HOST": "127.0.0.1"},
+            read_only=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            labels={VERIFY_LABEL: release.source, OWNER_LABEL: _owner()},
+        )
         url = f"http://127.0.0.1:{port}"
         ready = _wait_ready(container, url, ready_timeout)
         rows, diff = verify_prediction(url, release)
-    finally:
+    finally:  # by name: an interrupt can land after the engine made it, before `run` returned
         with contextlib.suppress(Exception):
-            container.remove(force=True)
+            client.containers.get(name).remove(force=True)
     return ready, rows, diff
+
+
+def _owner(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def remove_orphaned_verifiers(client: Any) -> list[str]:
+    """Remove the verification containers whose deploy process, on this host, is gone (killed
+    before its cleanup ran: they would keep running and hold their port); their names."""
+    import psutil
+
+    host = socket.gethostname()
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": VERIFY_LABEL}):
+        owner_host, _, pid = container.labels.get(OWNER_LABEL, "").rpartition(":")
+        if owner_host != host or not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue  # another host's, from before the label, or its deploy is still running
+        with contextlib.suppress(Exception):  # removed meanwhile by another deploy
+            container.remove(force=True)
+            removed.append(str(container.name))
+    return removed
 
 
 def push(client: Any, image: Any, release: Release, registry: str, tags: list[str]) -> list[str]:
@@ -224,6 +253,7 @@ def build_run_verify(
     context: Path, release: Release, base_image: str, port: int, registry: str | None
 ) -> ImageReport:
     client = engine()
+    orphans = remove_orphaned_verifiers(client)
     base_size = base_image_size(client, base_image)
     image, build_seconds = build_image(client, context, release, base_image)
     tags = [release.version] + ([release.alias] if release.alias else [])
@@ -243,4 +273,5 @@ def build_run_verify(
         verified_rows=rows,
         max_abs_diff=diff,
         pushed=pushed,
+        removed_orphans=orphans,
     )

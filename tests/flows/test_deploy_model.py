@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +28,7 @@ from flows.cli import main
 from tasks.docker_engine import VERIFY_LABEL
 from tests.conftest import FAST_CANDIDATES, SMALL_SAMPLE_FAIRNESS, write_csv
 from tests.docker_engine import BASE_IMAGE, docker_client
-from tests.e2e.processes import free_port, wait_until_up
+from tests.e2e.processes import clean_env, free_port, wait_until_up
 from tests.flows.helpers import champion, client_for
 from trustflow.deploy.bundle import pinned_requirements
 from trustflow.deploy.triton import TRITON_TYPES
@@ -451,3 +454,51 @@ def test_a_busy_port_and_a_failed_build_are_one_line_with_nothing_left(
     assert "returned a non-zero code" in summary["error"] and "Traceback" not in err
     assert _leftover_containers(engine) == []
     assert engine.containers.list(all=True, filters={"ancestor": "adult-income:1"}) == []
+
+
+def _deploy_process(ws: Workspace, out: Path) -> subprocess.Popen[str]:
+    """`trustflow deploy --target docker` as a user starts it: its own process, its own group."""
+    command = [str(Path(sys.executable).with_name("trustflow")), "deploy", "--json",
+               "--workspace", str(ws.root), "--target", "docker", "--base-image", BASE_IMAGE,
+               "--port", str(free_port()), "--out", str(out)]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=clean_env(), start_new_session=True)  # fmt: skip
+
+
+def _once_verifying(process: subprocess.Popen[str], engine) -> list[str]:
+    """Wait until the deploy's verification container exists; its name."""
+    deadline = time.monotonic() + 600
+    while not (found := _leftover_containers(engine)):
+        if process.poll() is not None:
+            raise AssertionError(f"the deploy ended (exit {process.returncode}) first: "
+                                 f"{process.communicate()[1][-2000:]}")  # fmt: skip
+        assert time.monotonic() < deadline, "no verification container within 600 s"
+        time.sleep(0.05)
+    return found
+
+
+@pytest.mark.docker
+def test_an_interrupted_or_killed_deploy_leaves_no_container_running(
+    ws, capsys, tmp_path, engine
+) -> None:
+    # Ctrl-C while the image is being verified: the deploy removes its container and exits 130.
+    process = _deploy_process(ws, tmp_path / "a")
+    _once_verifying(process, engine)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert json.loads(out)["state"] == "CANCELLED"
+    assert _leftover_containers(engine) == []
+
+    # kill -9 runs nothing of ours: the container keeps running, holding its port, until the
+    # next deploy on this host removes it (its deploy is gone) and says so.
+    process = _deploy_process(ws, tmp_path / "b")
+    left = _once_verifying(process, engine)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert _leftover_containers(engine) == left
+    docker = ("--target", "docker", "--base-image", BASE_IMAGE, "--port", str(free_port()))
+    code, summary, err = deploy(capsys, ws, *docker, "--out", str(tmp_path / "c"))
+    assert code == 0, err
+    assert summary["deployment"]["docker"]["removed_orphans"] == left
+    assert _leftover_containers(engine) == []
