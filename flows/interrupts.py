@@ -173,11 +173,14 @@ class Interrupts:
         self.abandon_once = _once(abandon)
         self.signum: int | None = None
         self.previous: dict[int, Any] = {}
+        self.previous_unraisable = sys.unraisablehook
 
     def __enter__(self) -> Interrupts:
         global _active
         for signum in EXIT_CODES:
             self.previous[signum] = signal.signal(signum, self._handle)
+        self.previous_unraisable = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
         _active = self
         return self
 
@@ -186,6 +189,16 @@ class Interrupts:
         _active = None
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = self.previous_unraisable
+
+    def _unraisable(self, info: Any) -> None:
+        """Our KeyboardInterrupt, raised where Python ignores exceptions (a finalizer, a weakref
+        callback), would print "Exception ignored in" and a traceback, and be lost. It stays
+        recorded: the next stage refuses to start (flows.progress.StageLog), and the watchdog
+        ends the run if none comes."""
+        if self.signum is not None and isinstance(info.exc_value, KeyboardInterrupt):
+            return
+        self.previous_unraisable(info)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum is not None:  # the second one: at once

@@ -12,6 +12,8 @@ from prefect.states import State
 from rich.console import Console
 from rich.table import Table
 
+from flows.interrupts import interrupted
+
 T = TypeVar("T")
 P = ParamSpec("P")
 
@@ -165,6 +167,15 @@ class StageLog:
         report(stage, "cached" if hit else "done", detail(results))
         return results
 
+    def _start(self, stage: str, detail: str = "") -> None:
+        """A stage begins, unless the run was interrupted: a signal's KeyboardInterrupt that
+        landed where Python ignores exceptions (a finalizer, a weakref callback) was swallowed,
+        and the run must not go on to register or promote."""
+        if interrupted():
+            raise KeyboardInterrupt
+        self.current = stage
+        report(stage, "running", detail)
+
     def run(
         self, stage: str, task: Task[P, T], detail: Callable[[T], str] = _no_detail
     ) -> Callable[P, T]:
@@ -173,8 +184,7 @@ class StageLog:
         split_dataset, describe_splits)(data=..., cfg=...)``), so mypy checks every stage call."""
 
         def call(*args: P.args, **kwargs: P.kwargs) -> T:
-            self.current = stage
-            report(stage, "running")
+            self._start(stage)
             state = cast("State[T]", task(*args, return_state=True, **kwargs))
             result: T = self._note(stage, [state], lambda results: detail(results[0]))[0]
             return result
@@ -185,8 +195,7 @@ class StageLog:
         self, stage: str, futures: list[PrefectFuture[T]], detail: Callable[[list[T]], str]
     ) -> list[T]:
         """Wait for tasks submitted to the task runner (they run concurrently)."""
-        self.current = stage
-        report(stage, "running", f"{len(futures)} concurrent")
+        self._start(stage, f"{len(futures)} concurrent")
         for future in futures:
             future.wait()
         return self._note(stage, [future.state for future in futures], detail)
@@ -202,8 +211,7 @@ class StageLog:
         ``waves`` is called with the results so far (first ``{}``) and submits the next wave of
         named tasks, until it submits none (a wave can depend on the one before). A failure
         that ``tolerated`` accepts is returned by name; any other is raised, as in ``gather``."""
-        self.current = stage
-        report(stage, "running")
+        self._start(stage)
         done: dict[str, T] = {}
         states: list[State[T]] = []
         failed: dict[str, BaseException] = {}
