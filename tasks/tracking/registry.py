@@ -203,14 +203,19 @@ def register_version(
     return keep_first_version(name, content, str(version.version))
 
 
-def _first_whole_version(client: MlflowClient, name: str, content: dict[str, str]) -> str | None:
-    """The earliest version of ``name`` with these content tags whose model is whole."""
+def _first_whole_version(
+    client: MlflowClient, name: str, content: dict[str, str], before: int | None = None
+) -> str | None:
+    """The earliest version of ``name`` (numbered below ``before``, if given) with these content
+    tags whose model is whole."""
     try:
         query = f"name='{name}' and {content_filter(content)}"
         existing = list(client.search_model_versions(query))
     except MlflowException:  # the registered model does not exist yet
         return None
     for version in sorted(existing, key=lambda v: int(v.version)):
+        if before is not None and int(version.version) >= before:
+            break
         model_id = version_model_id(version)
         if model_id and logged_model_problem(model_id) is None:
             return str(version.version)
@@ -223,8 +228,9 @@ def keep_first_version(name: str, content: dict[str, str], created: str) -> tupl
     one; each then keeps the earliest and withdraws its own, so one content has one version.
     Nothing has pointed an alias at the withdrawn one: the alias moves after registration."""
     client = MlflowClient()
-    first = _first_whole_version(client, name, content)
-    if first is None or first == created:
+    # Only an earlier version's files are checked (this run checked its own before creating it).
+    first = _first_whole_version(client, name, content, before=int(created))
+    if first is None:
         return created, True
     client.delete_model_version(name, created)
     return first, False
