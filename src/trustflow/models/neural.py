@@ -71,6 +71,13 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
+# Also once on import, in the thread that imports (the flow's, before any task runs). Called only
+# from a training thread, the filters could be undone: `warnings.catch_warnings()` in another
+# thread (an export) restores the filter list it saved on entry, and a `--quiet` run then printed
+# Lightning's LeafSpec deprecation (seen once in CI).
+_quiet_lightning()
+
+
 def build_network(spec: dict[str, Any]) -> Any:
     """The torch module for an architecture spec: logits out."""
     from torch import nn
