@@ -68,11 +68,16 @@ def describe_validation(validated: Any) -> str:
     )
 
 
-def describe_budget(privacy: Any) -> Callable[[str | None], str]:
+def describe_budget(config: Any) -> Callable[[str | None], str]:
+    privacy = config.privacy
+    wanted = privacy.epsilon
+    if privacy.mode == "training":  # and each DP-SGD candidate
+        wanted += len(config.candidates) * privacy.training.epsilon
+
     def describe(digest: str | None) -> str:
         if digest is None:
             return "remote source: checked at release"
-        return f"ε {privacy.epsilon:g} requested of budget {privacy.budget:g}"
+        return f"ε {wanted:g} requested of budget {privacy.budget:g}"
 
     return describe
 

@@ -46,7 +46,14 @@ from tasks.data import (
 )
 from tasks.encryption import check_encryption
 from tasks.export import ExportedCandidate, export_onnx
-from tasks.privacy import PrivacySummary, check_budget, preprocess_private, privacy_off
+from tasks.privacy import (
+    DpSgdLedger,
+    PrivacySummary,
+    check_budget,
+    ledger_at,
+    preprocess_private,
+    privacy_off,
+)
 from tasks.responsible import AuditedCandidate, ExplainedModel, audit_fairness, explain
 from tasks.tracking import cards, champion, log, registry, runs, store
 from tasks.tracking.champion import Promotion
@@ -60,6 +67,7 @@ from trustflow.crypto.gate import EncryptionReport
 from trustflow.errors import ConfigError, GateFailed, NoCandidateTrained, TrustflowError
 from trustflow.model_card import DataFacts, ModelCardFacts, render_model_card
 from trustflow.models.neural import resolve_accelerator
+from trustflow.privacy.dpsgd import training_statement
 from trustflow.privacy.mechanisms import PrivateRelease
 from trustflow.refs import ArtifactRef, SplitRefs
 from trustflow.workspace import Workspace
@@ -175,7 +183,12 @@ def train_tabular(
     data = prepare_data(config, ws, stages, source_digest)
     # Every candidate, concurrently; mitigations wait for the candidate they post-process.
     # A candidate that fails to fit is recorded as failed; the others go on.
-    trained, failed = train_candidates(config, ws, stages, data)
+    private = config.privacy.mode == "training"
+    recorded = {e.release_id for e in ledger_at(data.privacy).entries()} if private else set()
+    trained, failed = train_candidates(config, ws, stages, data, source_digest)
+    if private:  # the models are releases too
+        privacy = with_dp_training(data.privacy, trained, recorded)
+        data = data.model_copy(update={"privacy": privacy})
     # evaluate -> export (ONNX + parity) -> audit -> the best that passes the gates -> explain
     assessment = assess(config, ws, stages, data, trained, failed)
     # track -> register -> model card -> gates -> promote
@@ -231,8 +244,11 @@ def preflight(config: TabularConfig, ws: Workspace, stages: StageLog) -> str | N
     if config.privacy.mode == "off":
         return None
     # A run the recorded releases leave no budget for stops here.
-    budget = stages.run("privacy", check_budget, describe_budget(config.privacy))
-    return budget(privacy=config.privacy, data=config.data, ws=ws)
+    budget = stages.run("privacy", check_budget, describe_budget(config))
+    dp_sgd = config.candidates if config.privacy.mode == "training" else ()
+    return budget(
+        privacy=config.privacy, data=config.data, ws=ws, candidates=dp_sgd, seed=config.train.seed
+    )
 
 
 def prepare_data(
@@ -279,18 +295,39 @@ def prepare_data(
 
 
 def train_candidates(
-    config: TabularConfig, ws: Workspace, stages: StageLog, data: PreparedData
+    config: TabularConfig,
+    ws: Workspace,
+    stages: StageLog,
+    data: PreparedData,
+    source_digest: str | None = None,
 ) -> tuple[list[TrainedCandidate], dict[str, str]]:
     """The trained candidates, and why each of the others failed. Networks get the trainer
     settings and, when the champion is one, its weights; the other kinds get None for both,
-    which keeps those out of their cache keys."""
+    which keeps those out of their cache keys. In privacy.mode: training every candidate
+    trains by DP-SGD, its release recorded in the ledger."""
     networks = [c for c in config.candidates if c.model_kind.network]
+    private = config.privacy.mode == "training"
     warm = None
     if config.trainer.warm_start and networks:
         warm, _ = stages.run("warm-start", registry.find_warm_start, lambda found: found[1])(
-            registry=config.registry, data_md5=data.lineage.data.md5, ws=ws, kind=networks[0].kind
+            registry=config.registry,
+            data_md5=data.lineage.data.md5,
+            ws=ws,
+            kind=networks[0].kind,
+            private=private,
         )
     schema, splits, seed = config.data.dataset, data.splits, config.train.seed
+    dp_ledger = (
+        DpSgdLedger(
+            privacy=config.privacy,
+            dataset=schema.name,
+            dataset_md5=data.lineage.data.md5,
+            source_digest=source_digest,
+            missing=config.data.missing,
+        )
+        if private
+        else None
+    )
 
     def waves(done: dict[str, TrainedCandidate]) -> dict[str, PrefectFuture[TrainedCandidate]]:
         """The base candidates first, then each mitigation whose base trained (Prefect runs
@@ -307,6 +344,8 @@ def train_candidates(
                     trainer=config.trainer if cfg.model_kind.network else None,
                     warm=warm if cfg.model_kind.network else None,
                     ws=ws,
+                    dp=config.privacy.training if private else None,
+                    dp_ledger=dp_ledger,
                 )
                 for cfg in config.candidates
                 if cfg.base is None
@@ -342,6 +381,36 @@ def train_candidates(
         raise NoCandidateTrained("no candidate trained: " + "; ".join(failed.values()))
     order = [cfg.name for cfg in config.candidates]
     return sorted(trained, key=lambda t: order.index(t.name)), failed
+
+
+def with_dp_training(
+    privacy: PrivacySummary, trained: list[TrainedCandidate], recorded: set[str]
+) -> PrivacySummary:
+    """The run's privacy summary once its DP-SGD candidates trained: what they spent (those not
+    ``recorded`` before training; a model Prefect's cache returned spent nothing now) and what
+    the chosen model guarantees: the best is chosen among all of them, so their ε add up."""
+    entries = {e.release_id: e for e in ledger_at(privacy).entries()}
+    releases = {t.name: entries[t.dp_release] for t in trained if t.dp_release in entries}
+    spent_now = sum(e.epsilon for e in releases.values() if e.release_id not in recorded)
+    epsilon = privacy.release_epsilon + sum(e.epsilon for e in releases.values())
+    delta = privacy.delta + sum(e.delta for e in releases.values())
+    plans = {name: e.training for name, e in releases.items() if e.training is not None}
+    statement = (
+        training_statement(plans, privacy.release_epsilon, epsilon, delta)
+        if plans
+        else privacy.statement
+    )
+    return privacy.model_copy(
+        update={
+            "epsilon_spent": privacy.epsilon_spent + spent_now,
+            "budget_remaining": max(privacy.budget_remaining - spent_now, 0.0),
+            "model_epsilon": epsilon,
+            "model_delta": delta,
+            "dp_sgd": plans,
+            "training_releases": [e.release_id for e in releases.values()],
+            "statement": statement,
+        }
+    )
 
 
 def candidate_failure(error: BaseException) -> bool:

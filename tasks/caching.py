@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy, Inputs
 from prefect.context import TaskRunContext
 
 import trustflow
@@ -37,3 +37,8 @@ class CoreSource(CachePolicy):
 
 # Inputs + task source + core source. Tasks that read mutable sources do not use it.
 CONTENT_CACHE = INPUTS + TASK_SOURCE + CoreSource()
+
+
+def content_cache_except(*names: str) -> CachePolicy:
+    """CONTENT_CACHE, less inputs that do not change the result (where to record it)."""
+    return Inputs(exclude=list(names)) + TASK_SOURCE + CoreSource()

@@ -4,16 +4,27 @@ ledger is the cache, and it changes between runs."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from trustflow.config import DataConfig, PrivacyConfig
+from trustflow.config import CandidateConfig, DataConfig, DatasetSchema, PrivacyConfig
 from trustflow.data.sources import source_digest
+from trustflow.errors import ConfigError
 from trustflow.io import dump_addressed, read_frame
-from trustflow.privacy.ledger import PrivacyLedger, release_key, settings_digest
+from trustflow.privacy.dpsgd import DpSgdPlan, plan_dp_sgd
+from trustflow.privacy.ledger import (
+    LedgerEntry,
+    Planned,
+    PrivacyLedger,
+    Spend,
+    release_key,
+    settings_digest,
+    training_settings_digest,
+)
 from trustflow.privacy.mechanisms import (
     PrivateRelease,
     privacy_statement,
@@ -39,21 +50,98 @@ class PrivacySummary(BaseModel):
     reused: bool
     ledger: str
     statement: str
+    # privacy.mode: training, once the candidates trained: the model's guarantee (the
+    # preprocessing release and every DP-SGD candidate, by basic composition), its DP-SGD plan.
+    model_epsilon: float | None = None
+    model_delta: float | None = None
+    dp_sgd: dict[str, DpSgdPlan] = {}  # candidate -> its plan
+    training_releases: list[str] = []
+
+
+class DpSgdLedger(BaseModel):
+    """Where a DP-SGD candidate records its release: the data set version and source, and the
+    privacy settings (budget, ledger). Kept out of the train task's cache key: a new budget does
+    not retrain a model (``privacy.training``, which does, is in it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    privacy: PrivacyConfig
+    dataset: str
+    dataset_md5: str
+    source_digest: str | None
+    missing: str
 
 
 def ledger_for(cfg: PrivacyConfig, ws: Workspace) -> PrivacyLedger:
     return PrivacyLedger(Path(cfg.ledger) if cfg.ledger else ws.state_dir / "privacy-ledger.json")
 
 
+def ledger_at(summary: PrivacySummary) -> PrivacyLedger:
+    """The ledger a run's privacy summary was made from."""
+    return PrivacyLedger(Path(summary.ledger))
+
+
 @task(name="privacy-budget", cache_policy=NO_CACHE, persist_result=False)
-def check_budget(privacy: PrivacyConfig, data: DataConfig, ws: Workspace) -> str | None:
-    """Refuse before ingest when the source's recorded releases leave too little budget.
-    Returns the source's digest (None for a remote source), which the release records."""
+def check_budget(
+    privacy: PrivacyConfig,
+    data: DataConfig,
+    ws: Workspace,
+    candidates: tuple[CandidateConfig, ...] = (),
+    seed: int = 0,
+) -> str | None:
+    """Refuse before ingest when the source's recorded releases exceed the budget or leave too
+    little for this run's releases (``candidates``: the DP-SGD ones, in training mode).
+    Returns the source's digest (None for a remote source), which the releases record."""
     digest = source_digest(data.source)
+    planned = [Planned(settings_digest(data.dataset, privacy), privacy.epsilon)] + [
+        Planned(training_settings_digest(data.dataset, privacy, c, seed), privacy.training.epsilon)
+        for c in candidates
+    ]
     ledger_for(privacy, ws).check_before_reading(
-        digest, data.missing, settings_digest(data.dataset, privacy), privacy, data.dataset.name
+        digest, data.missing, planned, privacy.budget, data.dataset.name
     )
     return digest
+
+
+def record_dp_sgd(
+    cfg: CandidateConfig,
+    schema: DatasetSchema,
+    seed: int,
+    rows: int,
+    where: DpSgdLedger,
+    ws: Workspace,
+) -> tuple[DpSgdPlan, LedgerEntry]:
+    """The candidate's DP-SGD plan, recorded in the ledger as a new release before it trains:
+    every training draws fresh secret noise, so it is never a reuse (Prefect's cache, which
+    returns the model trained before, is). Refused, with nothing recorded, past the budget."""
+    privacy, training = where.privacy, where.privacy.training
+    params = cfg.model_kind.validate(cfg.params).model_dump()
+    try:
+        plan = plan_dp_sgd(
+            rows=rows,
+            batch_size=int(params["batch_size"]),
+            epochs=int(params["max_epochs"]),
+            epsilon=training.epsilon,
+            delta=training.delta,
+            max_grad_norm=training.max_grad_norm,
+            accountant=training.accountant,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}): {exc}") from exc
+    entry, _, _ = ledger_for(privacy, ws).release(
+        dataset=where.dataset,
+        dataset_md5=where.dataset_md5,
+        source_digest=where.source_digest,
+        missing=where.missing,
+        settings=training_settings_digest(schema, privacy, cfg, seed),
+        key=uuid.uuid4().hex,  # never reused: see above
+        cfg=privacy,
+        what=f"train-tabular DP-SGD training of candidate '{cfg.name}' ({cfg.kind}) on "
+        f"{where.dataset} ({rows:,} training rows)",
+        measure=lambda: plan,
+        spend=Spend(training.epsilon, training.delta, training.accountant),
+    )
+    return plan, entry
 
 
 @task(name="preprocess-dp", cache_policy=NO_CACHE, persist_result=False)
@@ -68,6 +156,13 @@ def preprocess_private(
     """Fit the preprocessor from a DP release of the training rows: the ledger's release for
     these rows and settings, or a new one if the data set's budget allows it."""
     schema = data.dataset
+    delta = privacy.training.delta
+    if privacy.mode == "training" and delta * train.rows >= 1:
+        # Checked here, before anything is spent; the rows are known from the split.
+        raise ConfigError(
+            f"privacy.training.delta = {delta:g} must be below 1/n = {1 / train.rows:.3g} for "
+            f"n = {train.rows:,} training rows"
+        )
     ledger = ledger_for(privacy, ws)
     settings = settings_digest(schema, privacy)
     entry, reused, spent_before = ledger.release(
@@ -83,6 +178,7 @@ def preprocess_private(
     )
     spent_now = 0.0 if reused else entry.epsilon
     total = spent_before + spent_now
+    assert entry.release is not None  # the key is the preprocessing release's
     ref = dump_addressed(
         private_preprocessor(schema, entry.release),
         ws.artifacts_dir / "preprocess",

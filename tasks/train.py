@@ -9,8 +9,9 @@ from typing import Any
 from prefect import task
 from pydantic import BaseModel, ConfigDict
 
-from tasks.caching import CONTENT_CACHE
-from trustflow.config import CandidateConfig, DatasetSchema, TrainerConfig
+from tasks.caching import CONTENT_CACHE, content_cache_except
+from tasks.privacy import DpSgdLedger, record_dp_sgd
+from trustflow.config import CandidateConfig, DatasetSchema, DpTrainingConfig, TrainerConfig
 from trustflow.evaluate import (
     Evaluation,
     confusion_figure,
@@ -39,6 +40,8 @@ class TrainedCandidate(BaseModel):
     # A network's per-epoch times: measured in this fit, kept out of the model file so that
     # equal training gives an equal file (and hash).
     epoch_seconds: tuple[float, ...] = ()
+    # DP-SGD (privacy.mode: training): the ledger release this model's training spent.
+    dp_release: str | None = None
 
 
 class EvaluatedCandidate(BaseModel):
@@ -57,7 +60,12 @@ def preprocess(train: DataRef, schema: DatasetSchema, ws: Workspace) -> Artifact
 
 
 @task(
-    name="train", cache_policy=CONTENT_CACHE, persist_result=True, task_run_name="train-{cfg.name}"
+    name="train",
+    # Where a DP-SGD release is recorded does not change the model; privacy.training (``dp``)
+    # does, and is in the key.
+    cache_policy=content_cache_except("dp_ledger"),
+    persist_result=True,
+    task_run_name="train-{cfg.name}",
 )
 def train(
     train: DataRef,
@@ -69,18 +77,25 @@ def train(
     trainer: TrainerConfig | None,
     warm: WarmStart | None,
     ws: Workspace,
+    dp: DpTrainingConfig | None = None,
+    dp_ledger: DpSgdLedger | None = None,
 ) -> TrainedCandidate:
     """``trainer`` and ``warm`` are only given to network candidates (None for the others), so
-    they never change another candidate's cache key."""
+    they never change another candidate's cache key. ``dp`` and ``dp_ledger`` (privacy.mode:
+    training): the candidate trains by DP-SGD, its release recorded in the ledger first."""
     features, target = features_and_target(read_frame(train), schema)
     fitted = load_artifact(preprocessor)
     if not cfg.model_kind.network:
         task = schema.target.task
         return _fitted(lambda: train_candidate(fitted, features, target, cfg, seed, task), cfg, ws)
     trainer = trainer or TrainerConfig()
+    plan, release = None, None
+    if dp is not None and dp_ledger is not None:
+        plan, entry = record_dp_sgd(cfg, schema, seed, len(target), dp_ledger, ws)
+        release = entry.release_id
     loggers = tensorboard_loggers(trainer, ws, cfg.name, train)
     valid_set = features_and_target(read_frame(valid), schema)
-    return _fitted(
+    trained = _fitted(
         lambda: train_network(
             fitted,
             (features, target),
@@ -91,10 +106,12 @@ def train(
             loggers,
             warm,
             schema.target.task,
+            plan,
         ),
         cfg,
         ws,
     )
+    return trained.model_copy(update={"dp_release": release})
 
 
 def tensorboard_loggers(

@@ -284,6 +284,20 @@ def _default_candidates() -> tuple[CandidateConfig, ...]:
     )
 
 
+def _dp_candidates() -> list[dict[str, Any]]:
+    """The default candidates of privacy.mode: training: the kinds DP-SGD trains, with large
+    Poisson batches and few epochs (every step adds noise)."""
+    return [
+        {"name": "dp-logreg", "kind": "dp_logistic_regression"},
+        {
+            "name": "mlp",
+            "kind": "mlp",
+            "params": {"hidden": [128, 64], "batch_size": 2048, "learning_rate": 4e-3,
+                       "max_epochs": 10},
+        },
+    ]  # fmt: skip
+
+
 def _regression_candidates() -> list[dict[str, Any]]:
     """The default candidates for a regression target (left out when it is not: they are
     only the default list of one)."""
@@ -395,17 +409,30 @@ class ExplainConfig(Frozen):
     top_features: int = Field(default=10, ge=1)  # listed in the model card
 
 
+class DpTrainingConfig(Frozen):
+    """DP-SGD (Opacus) for every candidate in ``privacy.mode: training``: each network trained
+    is a release of ε at δ, recorded in the ledger before its first step."""
+
+    epsilon: float = Field(default=1.0, gt=0)  # per candidate trained
+    # The accountants give (ε, δ)-DP with δ > 0; it must also be below 1/n (checked on the rows).
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)  # per-sample clipping norm C
+    accountant: Literal["prv", "rdp"] = "prv"
+
+
 class PrivacyConfig(Frozen):
     """Differentially private preprocessing (OpenDP) and the privacy budget it spends.
 
     ``mode: preprocessing`` fits the shared preprocessor's statistics (numeric means and
     variances within the schema's public bounds, category counts) under differential privacy.
     Only those statistics are protected: the models themselves train on the raw rows and are not
-    differentially private. ``epsilon`` is the whole release's ε, split evenly over its
-    statistics; ``budget`` is the total ε the ledger allows per data set version (its md5).
+    differentially private. ``mode: training`` also trains every candidate by DP-SGD
+    (``training``), so the released pipeline is DP. ``epsilon`` is the preprocessing release's
+    ε, split evenly over its statistics; ``budget`` is the total ε the ledger allows per data set
+    version (its md5).
     """
 
-    mode: Literal["off", "preprocessing"] = "off"
+    mode: Literal["off", "preprocessing", "training"] = "off"
     epsilon: float = Field(default=1.0, gt=0)
     # pure: Laplace noise, ε-DP (delta must be 0). zcdp: Gaussian noise, ρ-zCDP composed over the
     # statistics and reported as (ε, δ)-DP with this delta.
@@ -427,6 +454,7 @@ class PrivacyConfig(Frozen):
     # A privacy-utility plot (benchmarks/privacy_utility.py writes one) to log with the run;
     # its .json numbers next to it are logged too.
     utility_report: str | None = None
+    training: DpTrainingConfig = Field(default_factory=DpTrainingConfig)
 
     @model_validator(mode="after")
     def _delta_matches_accounting(self) -> PrivacyConfig:
@@ -478,6 +506,10 @@ def _defaults_from_the_data(tree: Any) -> Any:
         tree["registry"] = registry = {**registry, "model_name": name}
     if tracking.get("experiment") is None:
         tree["tracking"] = {**tracking, "experiment": name}
+    privacy = tree.get("privacy") or {}
+    mode = privacy.mode if isinstance(privacy, PrivacyConfig) else privacy.get("mode")
+    if mode == "training" and train.get("candidates") is None:
+        tree["train"] = train = {**train, "candidates": _dp_candidates()}
     if schema.target.task == "regression":
         if registry.get("metric") is None:
             tree["registry"] = {**registry, "metric": "rmse"}
@@ -513,6 +545,36 @@ class TabularConfig(Frozen):
             raise ValueError(
                 f"no candidate of train.candidates can learn a {task} target: "
                 + "; ".join(self.left_out.values())
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_mode_suits_the_candidates(self) -> TabularConfig:
+        privacy = self.privacy
+        if privacy.mode != "training":
+            only = [c for c in self.train.candidates if c.model_kind.dp_sgd == "only"]
+            if only:
+                raise ValueError(
+                    "; ".join(f"candidate '{c.name}' ({c.kind})" for c in only)
+                    + " trains only with privacy.mode: training (DP-SGD), not "
+                    + f"{privacy.mode!r}"
+                )
+            return self
+        never = [c for c in self.train.candidates if c.model_kind.dp_sgd == "never"]
+        if never:
+            dp_kinds = ", ".join(k.name for k in KINDS.values() if k.dp_sgd != "never")
+            raise ValueError(
+                "privacy.mode: training trains every candidate by DP-SGD; "
+                + ", ".join(f"'{c.name}' ({c.kind})" for c in never)
+                + f" cannot be trained that way (DP-SGD kinds: {dp_kinds})"
+            )
+        wanted = privacy.epsilon + len(self.candidates) * privacy.training.epsilon
+        if wanted > privacy.budget + 1e-9:
+            raise ValueError(
+                f"privacy.budget = {privacy.budget:g} is too small for one run: the "
+                f"preprocessing release (ε = {privacy.epsilon:g}) and {len(self.candidates)} "
+                f"DP-SGD candidates at ε = {privacy.training.epsilon:g} each need ε = "
+                f"{wanted:g}"
             )
         return self
 

@@ -22,6 +22,7 @@ from tasks.tracking.store import configure
 from tasks.tracking.tags import (
     CANDIDATE_KIND_TAG,
     CI_RUN_URL_TAG,
+    DP_SGD_TAG,
     ENVIRONMENT_ARTIFACT,
     ENVIRONMENT_SHA_TAG,
     FAIRNESS_PASSED_TAG,
@@ -42,10 +43,12 @@ from trustflow.workspace import Workspace
 
 @task(name="warm-start", cache_policy=NO_CACHE, persist_result=False)
 def find_warm_start(
-    registry: RegistryConfig, data_md5: str, ws: Workspace, kind: str
+    registry: RegistryConfig, data_md5: str, ws: Workspace, kind: str, private: bool = False
 ) -> tuple[WarmStart | None, str]:
     """The champion's network weights, when the champion is a network trained on other data;
-    else None and why (the network candidates then start from scratch)."""
+    else None and why (the network candidates then start from scratch). ``private``
+    (privacy.mode: training): a champion not trained by DP-SGD is refused, since its weights
+    carry its training rows into the new model."""
     configure(ws)
     client = MlflowClient()
     name, alias = registry.model_name, registry.alias
@@ -62,6 +65,12 @@ def find_warm_start(
         )
     if version.tags.get("trustflow.data.md5") == data_md5:
         return None, f"{uri} was trained on this data version: cold start"
+    if private and version.tags.get(DP_SGD_TAG) != "true":
+        raise ConfigError(
+            f"trainer.warm_start: {name}@{alias} ({uri}) was not trained by DP-SGD; fine-tuning "
+            "it in privacy.mode: training would leak its training rows. Set "
+            "trainer.warm_start=false"
+        )
     model = mlflow.sklearn.load_model(uri)
     network = model.steps[-1][1]
     return network.warm_start(uri), f"fine-tunes from {uri}"
@@ -162,6 +171,11 @@ def register_best(
             fairness_passed=audited.audit.passed,
             fairness=audited.audit.reason(),
             metrics=best.evaluation.metrics.values(),
+            extra_tags=(
+                {DP_SGD_TAG: "true", "trustflow.privacy.dp_sgd_release": best.candidate.dp_release}
+                if best.candidate.dp_release
+                else {}
+            ),
         ),
     )
 

@@ -19,6 +19,7 @@ GIT_REVISION_TAG = "trustflow.git_revision"  # of the workspace when the version
 
 CANDIDATE_KIND_TAG = "trustflow.candidate.kind"
 FRAMEWORK_TAG = "trustflow.candidate.framework"
+DP_SGD_TAG = "trustflow.privacy.dp_sgd"  # on a version: "true" when DP-SGD trained it
 
 
 MODEL_CARD_TAG = "trustflow.model_card"

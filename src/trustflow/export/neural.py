@@ -10,6 +10,7 @@ import contextlib
 import io
 import logging
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,10 @@ import onnx
 from onnx import TensorProto, helper
 
 NETWORK_INPUT = "features"
+# torch.export traces in process-wide state ("ProxyTorchDispatchMode slot already occupied" when
+# two candidates export at once, as two DP-SGD networks do), and the stdout redirect and warning
+# filters below are process-wide too: one network export at a time.
+_EXPORTING = threading.Lock()
 
 
 def network_graph(
@@ -44,7 +49,7 @@ def network_graph(
     with tempfile.TemporaryDirectory(prefix="trustflow-onnx-") as tmp:
         path = Path(tmp) / "network.onnx"
         # The exporter reports its progress on stdout, which belongs to the CLI.
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with _EXPORTING, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 Probabilities().eval(),
@@ -71,7 +76,7 @@ def keras_graph(model: Any, opset: int) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory(prefix="trustflow-onnx-") as tmp:
         path = Path(tmp) / "network.onnx"
         # The tracer warns about Python ints in Keras' shape code; the batch axis stays dynamic.
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with _EXPORTING, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.export(str(path), format="onnx", verbose=False, opset_version=opset)
         graph = onnx.load(str(path))

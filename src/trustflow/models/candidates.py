@@ -28,6 +28,7 @@ from trustflow.models.neural import (
     NeuralRegressor,
     WarmStart,
 )
+from trustflow.privacy.dpsgd import DpSgdPlan
 
 
 def make_estimator(cfg: CandidateConfig, seed: int, task: Task = "binary") -> Any:
@@ -67,6 +68,11 @@ def train_candidate(
     return Pipeline([("preprocess", preprocessor), ("model", estimator)])
 
 
+def preprocessor_numeric_columns(preprocessor: ColumnTransformer) -> int:
+    """How many leading columns of the shared preprocessing's output are numbers."""
+    return len(next(cols for name, _, cols in preprocessor.transformers if name == "numeric"))
+
+
 def train_network(
     preprocessor: ColumnTransformer,
     train: tuple[pd.DataFrame, np.ndarray],
@@ -77,18 +83,23 @@ def train_network(
     loggers: Sequence[Any] = (),
     warm: WarmStart | None = None,
     task: Task = "binary",
+    dp: DpSgdPlan | None = None,
 ) -> Pipeline:
     """A network (Lightning or Keras) on the shared preprocessing, early-stopped on ``valid``;
-    a Lightning one regresses when ``task`` is regression."""
+    a Lightning one regresses when ``task`` is regression, and trains by DP-SGD with ``dp``."""
     network: NetworkClassifier
-    if cfg.model_kind.framework == "keras":
+    kind = cfg.model_kind
+    if dp is not None and kind.dp_sgd == "never":
+        raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}) cannot train with DP-SGD")
+    if kind.framework == "keras":
         network = KerasClassifier("mlp", cfg.params, seed, accelerator)
     else:
-        numeric = len(
-            next(cols for name, _, cols in preprocessor.transformers if name == "numeric")
-        )
+        params = dict(cfg.params)
+        if kind.architecture == "mlp":
+            params.setdefault("numeric", preprocessor_numeric_columns(preprocessor))
         learner = NeuralRegressor if task == "regression" else NeuralClassifier
-        network = learner("mlp", {"numeric": numeric, **cfg.params}, seed, accelerator)
+        network = learner(kind.architecture, params, seed, accelerator)
+    fit_dp: dict[str, Any] = {"dp": dp} if dp is not None else {}  # Keras takes none
     try:
         network.fit(
             preprocessor.transform(train[0]),
@@ -96,6 +107,7 @@ def train_network(
             valid=(preprocessor.transform(valid[0]), valid[1]),
             loggers=loggers,
             warm=warm,
+            **fit_dp,
         )
     except ConfigError as exc:
         raise ConfigError(f"candidate '{cfg.name}' ({cfg.kind}): {exc}") from exc

@@ -130,6 +130,18 @@ class MlpParams(Params):
     patience: int = Field(default=4, ge=1)
 
 
+class DpLogisticRegressionParams(Params):
+    """A linear module trained by DP-SGD: large Poisson batches and a few epochs, since every
+    step adds noise (the guarantee counts the planned epochs, not the ones early stopping ran)."""
+
+    learning_rate: float = Field(default=4e-3, gt=0)
+    fine_tune_learning_rate: float = Field(default=1e-3, gt=0)  # after a warm start
+    weight_decay: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=2048, ge=1)
+    max_epochs: int = Field(default=10, ge=1)
+    patience: int = Field(default=4, ge=1)
+
+
 class KerasMlpParams(Params):
     hidden: list[int] = Field(default_factory=lambda: [128, 64], min_length=1)
     learning_rate: float = Field(default=1e-3, gt=0)
@@ -207,12 +219,19 @@ class ModelKind:
     # A network (Lightning or Keras): trained with a validation split and the trainer settings,
     # warm-started, its epoch history tracked.
     network: bool = False
+    # A Lightning network's layers: "mlp" (hidden layers, periodic embeddings of the numbers) or
+    # "linear" (one linear layer: a logistic regression).
+    architecture: Literal["mlp", "linear"] = "mlp"
     onnx: OnnxConverter | None = "skl2onnx"  # None: it has no ONNX form (cannot be deployed)
     # Its ONNX graph ends in one linear layer and a sigmoid, so the server can evaluate that
     # head on encrypted features (trustflow.crypto; encryption.enabled).
     linear_head: bool = False
     # The target tasks it can learn (DatasetSchema target.task).
     tasks: frozenset[Task] = CLASSES
+    # DP-SGD (Opacus) in privacy.mode: training. "training": it trains with DP-SGD in that mode
+    # and without it otherwise; "only": it exists for that mode (a config error in the others);
+    # "never": that mode leaves it out (its training would not be private).
+    dp_sgd: Literal["never", "training", "only"] = "never"
 
     def validate(self, params: dict[str, Any]) -> Params:
         return self.params.model_validate(params)
@@ -283,6 +302,18 @@ KINDS: dict[str, ModelKind] = {
             network=True,
             onnx="network",
             tasks=ALL_TASKS,
+            dp_sgd="training",
+        ),
+        ModelKind(
+            "dp_logistic_regression",
+            "a logistic regression trained by DP-SGD (Opacus), for privacy.mode: training",
+            DpLogisticRegressionParams,
+            "lightning",
+            None,
+            network=True,
+            architecture="linear",
+            onnx="network",
+            dp_sgd="only",
         ),
         ModelKind(
             "keras_mlp",

@@ -35,10 +35,22 @@ from pydantic import ValidationError
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from trustflow.errors import ConfigError
-from trustflow.models.kinds import CnnParams, MlpParams, Params, params_problem_of
+from trustflow.models.kinds import (
+    CnnParams,
+    DpLogisticRegressionParams,
+    MlpParams,
+    Params,
+    params_problem_of,
+)
+from trustflow.privacy.dpsgd import DpSgdPlan, batches_per_epoch, spent_epsilon
 
 Accelerator = Literal["auto", "cpu", "cuda"]
-ARCHITECTURE_PARAMS: dict[str, type[Params]] = {"mlp": MlpParams, "cnn": CnnParams}
+# "linear": an MLP with no hidden layer (the DP-SGD logistic regression).
+ARCHITECTURE_PARAMS: dict[str, type[Params]] = {
+    "mlp": MlpParams,
+    "cnn": CnnParams,
+    "linear": DpLogisticRegressionParams,
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,10 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # Opacus: its advice to use torchcsprng (our noise is seeded from the OS's secret
+    # randomness instead), and a hook note about inputs that need no gradient.
+    warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
+    warnings.filterwarnings("ignore", message=".*Full backward hook is firing.*")
 
 
 # Also once on import, in the thread that imports (the flow's, before any task runs). Called only
@@ -207,7 +223,16 @@ def _shift_images(batch: Any, spec: dict[str, Any], shift: int, generator: Any) 
     return shifted.reshape(batch.shape)
 
 
-def _lightning_module(network: Any, params: dict[str, Any], spec: dict[str, Any], gen: Any) -> Any:
+def _lightning_module(
+    network: Any,
+    params: dict[str, Any],
+    spec: dict[str, Any],
+    gen: Any,
+    private: tuple[Any, Any] | None = None,
+) -> Any:
+    """The LightningModule around ``network``. ``private``: Opacus' (GradSampleModule,
+    DPOptimizer) for it, made before ``fit``: the module computes per-sample gradients, the
+    optimizer clips and noises them (Poisson sampling stays in the DP data loader)."""
     import lightning as L
     import torch
     import torch.nn.functional as F
@@ -216,9 +241,13 @@ def _lightning_module(network: Any, params: dict[str, Any], spec: dict[str, Any]
         def __init__(self) -> None:
             super().__init__()
             self.network = network
+            # Not a registered submodule: it shares the network's parameters, and the best
+            # epoch's weights are the network's own state dict.
+            self.__dict__["per_sample"] = private[0] if private else network
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            logits: torch.Tensor = self.network(x)
+            per_sample: Any = self.per_sample
+            logits: torch.Tensor = per_sample(x)
             return logits
 
         def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -245,6 +274,8 @@ def _lightning_module(network: Any, params: dict[str, Any], spec: dict[str, Any]
                 self.log("val_accuracy", accuracy, batch_size=len(y))
 
         def configure_optimizers(self) -> Any:
+            if private:
+                return private[1]
             return torch.optim.AdamW(
                 self.parameters(),
                 lr=float(params["learning_rate"]),
@@ -317,7 +348,7 @@ class NetworkClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def __init__(
         self,
-        kind: Literal["mlp", "cnn"] = "mlp",
+        kind: Literal["mlp", "cnn", "linear"] = "mlp",
         params: dict[str, Any] | None = None,
         seed: int = 0,
         accelerator: Accelerator = "auto",
@@ -372,6 +403,50 @@ class NetworkClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return WarmStart(source=source, spec=self.spec_, state=self.state_)
 
 
+def _make_private(
+    network: Any, settings: dict[str, Any], loader: Any, plan: DpSgdPlan, device: str
+) -> tuple[Any, tuple[Any, Any]]:
+    """Opacus around the network, its optimizer and its training loader, with the plan's noise
+    multiplier (not recalibrated: the ledger recorded this plan).
+
+    The batches' Poisson sampling and the noise draw from generators seeded from the operating
+    system's secret randomness, never from ``seed`` (which only initialises the weights): a seed
+    anyone can read would let them subtract the noise, and the guarantee assumes they cannot. So
+    two trainings are two releases; a rerun reuses the first through Prefect's cache.
+    """
+    import secrets
+
+    import torch
+    from opacus import PrivacyEngine
+    from opacus.data_loader import switch_generator
+
+    rows = len(loader.dataset)
+    if rows != plan.rows or abs(1 / len(loader) - plan.sample_rate) > 1e-12:
+        raise ValueError(
+            f"DP-SGD plan for {plan.rows:,} rows at q = {plan.sample_rate:.4g} does not match "
+            f"the {rows:,} training rows at q = {1 / len(loader):.4g}"
+        )
+    optimizer = torch.optim.AdamW(
+        network.parameters(),
+        lr=float(settings["learning_rate"]),
+        weight_decay=float(settings["weight_decay"]),
+    )
+    sampling = torch.Generator().manual_seed(secrets.randbits(63))
+    loader = switch_generator(data_loader=loader, generator=sampling)
+    noise = torch.Generator(device=device).manual_seed(secrets.randbits(63))
+    engine = PrivacyEngine(accountant=plan.accountant)
+    per_sample, dp_optimizer, dp_loader = engine.make_private(
+        module=network,
+        optimizer=optimizer,
+        data_loader=loader,
+        noise_multiplier=plan.noise_multiplier,
+        max_grad_norm=plan.max_grad_norm,
+        poisson_sampling=True,
+        noise_generator=noise,
+    )
+    return dp_loader, (per_sample, dp_optimizer)
+
+
 class NeuralClassifier(NetworkClassifier):
     """A Lightning-trained network as a scikit-learn classifier (labels 0..classes-1)."""
 
@@ -386,7 +461,11 @@ class NeuralClassifier(NetworkClassifier):
         valid: tuple[np.ndarray, np.ndarray],
         loggers: Sequence[Any] = (),
         warm: WarmStart | None = None,
+        dp: DpSgdPlan | None = None,
     ) -> NeuralClassifier:
+        """``dp``: train by DP-SGD with exactly this plan's noise, clipping and sampling rate
+        (privacy.mode: training); ``privacy_`` then records it and the ε at the epoch it
+        stopped."""
         import lightning as L
         import torch
 
@@ -402,9 +481,11 @@ class NeuralClassifier(NetworkClassifier):
         spec: dict[str, Any] = {"kind": self.kind, "inputs": int(x.shape[1]), "classes": classes}
         if self.regression:  # standardised while it learns, rescaled by its last layer
             spec["target"] = [float(y.mean()), float(y.std()) or 1.0]
-        if self.kind == "mlp":
+        if self.kind == "linear":
+            spec.update(kind="mlp", hidden=[])
+        elif self.kind == "mlp":
             spec["hidden"] = [int(h) for h in settings["hidden"]]
-            if settings["numeric"]:
+            if settings["numeric"] and dp is None:
                 spec["numeric"] = int(settings["numeric"])
                 spec["periodic"] = dict(settings["periodic"])
         else:
@@ -433,7 +514,12 @@ class NeuralClassifier(NetworkClassifier):
                     + ", ".join(f"{k} {warm.spec.get(k)} vs {spec[k]}" for k in differs)
                     + ")",
                 }
-        module = _lightning_module(network, settings, spec, generator)
+        batch = int(settings["batch_size"])
+        train_loader = _loader(x, y, batch, shuffle=True, gen=generator)
+        private = None
+        if dp is not None:
+            train_loader, private = _make_private(network, settings, train_loader, dp, device)
+        module = _lightning_module(network, settings, spec, generator, private)
         record, callbacks = _callbacks(int(settings["patience"]))
         trainer = L.Trainer(
             accelerator=device,
@@ -450,14 +536,9 @@ class NeuralClassifier(NetworkClassifier):
             num_sanity_val_steps=0,
             log_every_n_steps=1,
         )
-        batch = int(settings["batch_size"])
         valid_x = np.asarray(valid[0], dtype=np.float32)
         valid_y = np.asarray(valid[1], dtype=self.target_dtype)
-        trainer.fit(
-            module,
-            _loader(x, y, batch, shuffle=True, gen=generator),
-            _loader(valid_x, valid_y, 4096, shuffle=False, gen=None),
-        )
+        trainer.fit(module, train_loader, _loader(valid_x, valid_y, 4096, shuffle=False, gen=None))
         assert record.best is not None  # at least one epoch ran
         best_loss, best_epoch, best_state = record.best
         self._converged(best_loss, float(settings["learning_rate"]))
@@ -470,6 +551,16 @@ class NeuralClassifier(NetworkClassifier):
         self.best_epoch_ = best_epoch
         self.best_val_loss_ = float(best_loss)
         self.device_ = device
+        self.privacy_ = None
+        if dp is not None:
+            # The weights kept are the best epoch's: the steps up to it are what they saw.
+            steps = best_epoch * batches_per_epoch(len(y), batch)
+            self.privacy_ = {
+                **dp.model_dump(),
+                "best_epoch": best_epoch,
+                "steps_to_best": steps,
+                "epsilon_at_best": spent_epsilon(dp, steps),
+            }
         return self
 
     def network(self) -> Any:

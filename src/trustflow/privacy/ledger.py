@@ -23,15 +23,17 @@ import os
 import socket
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from trustflow.config import DatasetSchema, PrivacyConfig
+from trustflow.config import CandidateConfig, DatasetSchema, PrivacyConfig
 from trustflow.errors import PrivacyBudgetExceeded, PrivacyLedgerError
 from trustflow.failpoints import failpoint
+from trustflow.privacy.dpsgd import DpSgdPlan
 from trustflow.privacy.mechanisms import PrivateRelease
 
 LEDGER_FORMAT = 1
@@ -54,7 +56,24 @@ class LedgerEntry(BaseModel):
     who: str
     what: str
     when: str
-    release: PrivateRelease
+    # One of: the preprocessing statistics (reusable), or a DP-SGD training plan (a model).
+    release: PrivateRelease | None = None
+    training: DpSgdPlan | None = None
+
+
+class Spend(NamedTuple):
+    """What a release costs, when it is not the preprocessing release of ``PrivacyConfig``."""
+
+    epsilon: float
+    delta: float
+    accounting: str
+
+
+class Planned(NamedTuple):
+    """A release a run will make: its settings digest and its ε."""
+
+    settings: str
+    epsilon: float
 
 
 class LedgerFile(BaseModel):
@@ -67,9 +86,28 @@ class LedgerFile(BaseModel):
 def settings_digest(schema: DatasetSchema, cfg: PrivacyConfig) -> str:
     """What, besides the rows, decides a release: the privacy settings and the public schema
     (bounds, categories). The budget and the ledger's location do not."""
-    settings = cfg.model_dump(mode="json", exclude={"ledger", "budget", "mode", "utility_report"})
+    settings = cfg.model_dump(
+        mode="json", exclude={"ledger", "budget", "mode", "utility_report", "training"}
+    )
     text = json.dumps(
         {"privacy": settings, "schema": schema.model_dump(mode="json")}, sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def training_settings_digest(
+    schema: DatasetSchema, cfg: PrivacyConfig, candidate: CandidateConfig, seed: int
+) -> str:
+    """What decides a DP-SGD release besides the rows: the training privacy settings, the
+    candidate and its seed, and the schema."""
+    text = json.dumps(
+        {
+            "training": cfg.training.model_dump(mode="json"),
+            "candidate": candidate.model_dump(mode="json"),
+            "seed": seed,
+            "schema": schema.model_dump(mode="json"),
+        },
+        sort_keys=True,
     )
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -151,12 +189,18 @@ class PrivacyLedger:
             )
 
     def check_before_reading(
-        self, source_digest: str | None, missing: str, settings: str, cfg: PrivacyConfig, label: str
+        self,
+        source_digest: str | None,
+        missing: str,
+        planned: Sequence[Planned],
+        budget: float,
+        label: str,
     ) -> None:
         """Refuse a run before it reads any row when the releases already recorded for this very
-        source (same file bytes, same validation policy) leave too little budget, unless one of
-        them used the same settings and will be reused. The check at release time, on the
-        data set's md5, is the binding one."""
+        source (same file bytes, same validation policy) exceed the budget, or leave too little
+        for the ``planned`` releases; a planned release whose settings were recorded before is
+        counted as reused (the preprocessing release is; a trained model is when Prefect's cache
+        returns it). The check at release time, on the data set's md5, is the binding one."""
         if source_digest is None:
             return
         with self._locked():
@@ -165,11 +209,19 @@ class PrivacyLedger:
                 for e in self._read().entries
                 if e.source_digest == source_digest and e.missing == missing
             ]
-        if not mine or any(e.settings == settings for e in mine):
+        if not mine:
             return
         version = mine[-1].dataset_md5
         spent = _spent(mine, version)
-        self._refuse(f"{label} (md5 {version})", spent, cfg.epsilon, cfg.budget, self.path)
+        if spent > budget + TOLERANCE:
+            raise PrivacyBudgetExceeded(
+                f"privacy budget exceeded for data set {label} (md5 {version}): its recorded "
+                f"releases already spent ε = {spent:g}, over the budget ε = {budget:g} "
+                f"(ledger {self.path})"
+            )
+        recorded = {e.settings for e in mine}
+        wanted = sum(p.epsilon for p in planned if p.settings not in recorded)
+        self._refuse(f"{label} (md5 {version})", spent, wanted, budget, self.path)
 
     def release(
         self,
@@ -182,18 +234,23 @@ class PrivacyLedger:
         key: str,
         cfg: PrivacyConfig,
         what: str,
-        measure: Callable[[], PrivateRelease],
+        measure: Callable[[], PrivateRelease | DpSgdPlan],
+        spend: Spend | None = None,
     ) -> tuple[LedgerEntry, bool, float]:
         """The release for ``key``: the recorded one (reused, nothing spent) or a new one
-        measured now, if the budget allows. Returns (entry, reused, ε spent before this run)."""
+        measured now, if the budget allows. Returns (entry, reused, ε spent before this run).
+        ``spend``: its cost when it is not ``cfg``'s preprocessing release (a DP-SGD model,
+        whose ``measure`` is its plan, recorded before it trains)."""
+        cost = spend or Spend(cfg.epsilon, cfg.delta, cfg.accounting)
         with self._locked():
             ledger = self._read()
             spent = _spent(ledger.entries, dataset_md5)
             for entry in ledger.entries:
                 if entry.key == key and entry.dataset_md5 == dataset_md5:
                     return entry, True, spent
-            self._refuse(f"{dataset} (md5 {dataset_md5})", spent, cfg.epsilon, cfg.budget,
+            self._refuse(f"{dataset} (md5 {dataset_md5})", spent, cost.epsilon, cfg.budget,
                          self.path)  # fmt: skip
+            measured = measure()
             entry = LedgerEntry(
                 release_id=uuid.uuid4().hex,
                 dataset=dataset,
@@ -202,13 +259,14 @@ class PrivacyLedger:
                 missing=missing,
                 settings=settings,
                 key=key,
-                epsilon=cfg.epsilon,
-                delta=cfg.delta,
-                accounting=cfg.accounting,
+                epsilon=cost.epsilon,
+                delta=cost.delta,
+                accounting=cost.accounting,
                 who=f"{getpass.getuser()}@{socket.gethostname()}",
                 what=what,
                 when=datetime.now(UTC).isoformat(timespec="seconds"),
-                release=measure(),
+                release=measured if isinstance(measured, PrivateRelease) else None,
+                training=measured if isinstance(measured, DpSgdPlan) else None,
             )
             failpoint("ledger.measured")
             ledger.entries.append(entry)
