@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu wheelhouse run repro pull test test-fast lint format benchmark benchmark-container serve server server-down mlflow-ui clean
+.PHONY: help install install-gpu wheelhouse synth run repro pull test test-fast lint format benchmark benchmark-container serve server server-down mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,18 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the project (once)
+
+# privacy.mode: synthetic runs SmartNoise's MST in its own environment (trustflow/privacy/
+# mst_worker.py, as a subprocess): smartnoise-synth cannot share .venv's opendp, pandas and Opacus.
+SYNTH := .venv-synth
+$(SYNTH)/.installed: constraints-synth.txt
+	$(PYTHON) -m venv $(SYNTH)
+	$(SYNTH)/bin/python -m pip install --quiet --upgrade pip
+	$(SYNTH)/bin/python -m pip install --quiet -c constraints-synth.txt smartnoise-synth pyarrow
+	$(SYNTH)/bin/python -m pip check
+	touch $@
+
+synth: $(SYNTH)/.installed ## the synthesizer environment for privacy.mode: synthetic (once)
 
 # The inference server's wheels, downloaded once while an index is reachable. `make test` vendors
 # them into image bundles from here (PIP_NO_INDEX), so the suite itself needs no network.
@@ -55,7 +67,7 @@ repro: $(STAMP) ## reproduce the data stages with DVC (dvc.yaml)
 pull: $(STAMP) ## fetch the DVC-tracked data versions from the remote in .dvc/config
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc pull --allow-missing
 
-test: $(STAMP) $(WHEELS)/.complete ## run the whole test suite, as CI does (no network)
+test: $(STAMP) $(WHEELS)/.complete $(SYNTH)/.installed ## run the whole test suite, as CI does (no network)
 	PIP_NO_INDEX=1 PIP_FIND_LINKS=$(CURDIR)/$(WHEELS) $(BIN)/pytest $(WORKERS) $(PYTEST_ARGS)
 
 # The fast tier: core and task tests, and train-tabular's first run, cached rerun and workspace

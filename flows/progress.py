@@ -70,7 +70,7 @@ def describe_validation(validated: Any) -> str:
 
 def describe_budget(config: Any) -> Callable[[str | None], str]:
     privacy = config.privacy
-    wanted = privacy.epsilon
+    wanted = privacy.synthetic.epsilon if privacy.mode == "synthetic" else privacy.epsilon
     if privacy.mode == "training":  # and each DP-SGD candidate
         wanted += len(config.candidates) * privacy.training.epsilon
 
@@ -91,6 +91,16 @@ def describe_private_release(result: Any) -> str:
     )
     release = summary.release_id[:8] if summary.release_id else ""
     return f"DP release {release} {spent}, {summary.budget_remaining:g} of {summary.budget:g} left"
+
+
+def describe_synthetic_copy(result: Any) -> str:
+    summary = result[1]
+    spent = "reused (ε 0 spent)" if summary.reused else f"ε {summary.epsilon_spent:g} spent"
+    worst = max(summary.synthetic_report["one_way_tvd"].values())
+    return (
+        f"synthetic copy {summary.release_id[:8]} ({result[0].rows:,} rows, MST) {spent}, "
+        f"1-way TVD <= {worst:.3f}, {summary.budget_remaining:g} of {summary.budget:g} left"
+    )
 
 
 def describe_training(items: list[Any]) -> str:

@@ -31,6 +31,7 @@ from flows.progress import (
     describe_private_release,
     describe_registration,
     describe_splits,
+    describe_synthetic_copy,
     describe_tracked_run,
     describe_training,
     describe_validation,
@@ -53,6 +54,7 @@ from tasks.privacy import (
     ledger_at,
     preprocess_private,
     privacy_off,
+    synthesize_private,
 )
 from tasks.responsible import AuditedCandidate, ExplainedModel, audit_fairness, explain
 from tasks.tracking import cards, champion, log, registry, runs, store
@@ -69,6 +71,7 @@ from trustflow.model_card import DataFacts, ModelCardFacts, render_model_card
 from trustflow.models.neural import resolve_accelerator
 from trustflow.privacy.dpsgd import training_statement
 from trustflow.privacy.mechanisms import PrivateRelease
+from trustflow.privacy.synthetic import synth_python
 from trustflow.refs import ArtifactRef, SplitRefs
 from trustflow.workspace import Workspace
 
@@ -243,6 +246,8 @@ def preflight(config: TabularConfig, ws: Workspace, stages: StageLog) -> str | N
     stages.run("tracking", runs.check_tracking_server, same)(ws=ws)
     if config.privacy.mode == "off":
         return None
+    if config.privacy.mode == "synthetic":
+        synth_python(config.privacy.synthetic)  # its environment, before any row is read
     # A run the recorded releases leave no budget for stops here.
     budget = stages.run("privacy", check_budget, describe_budget(config))
     dp_sgd = config.candidates if config.privacy.mode == "training" else ()
@@ -273,6 +278,21 @@ def prepare_data(
         fitted = stages.run("preprocess", preprocess, lambda _: "fitted on train")
         preprocessor = fitted(train=splits.train, schema=schema, ws=ws)
         privacy = privacy_off(config.privacy, lineage.data.md5, ws)
+        release = None
+    elif config.privacy.mode == "synthetic":
+        # From here on the training split is the DP copy; validation and test stay real.
+        synthesized = stages.run("synthesize", synthesize_private, describe_synthetic_copy)
+        copy, privacy = synthesized(
+            train=splits.train,
+            dataset_md5=lineage.data.md5,
+            source=source_digest,
+            privacy=config.privacy,
+            data=config.data,
+            ws=ws,
+        )
+        splits = splits.model_copy(update={"train": copy})
+        fitted = stages.run("preprocess", preprocess, lambda _: "fitted on the synthetic copy")
+        preprocessor = fitted(train=splits.train, schema=schema, ws=ws)
         release = None
     else:
         private = stages.run("preprocess", preprocess_private, describe_private_release)

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from trustflow.config import CandidateConfig, DataConfig, DatasetSchema, PrivacyConfig
 from trustflow.data.sources import source_digest
-from trustflow.errors import ConfigError
-from trustflow.io import dump_addressed, read_frame
+from trustflow.errors import ConfigError, PrivacyLedgerError
+from trustflow.io import dump_addressed, file_digest, read_frame, write_frame_addressed
 from trustflow.privacy.dpsgd import DpSgdPlan, plan_dp_sgd
 from trustflow.privacy.ledger import (
     LedgerEntry,
@@ -23,6 +25,7 @@ from trustflow.privacy.ledger import (
     Spend,
     release_key,
     settings_digest,
+    synthetic_settings_digest,
     training_settings_digest,
 )
 from trustflow.privacy.mechanisms import (
@@ -30,6 +33,12 @@ from trustflow.privacy.mechanisms import (
     privacy_statement,
     private_preprocessor,
     release_statistics,
+)
+from trustflow.privacy.synthetic import (
+    SyntheticRelease,
+    marginal_report,
+    synthesize,
+    synthetic_statement,
 )
 from trustflow.refs import ArtifactRef, DataRef
 from trustflow.workspace import Workspace
@@ -56,6 +65,8 @@ class PrivacySummary(BaseModel):
     model_delta: float | None = None
     dp_sgd: dict[str, DpSgdPlan] = {}  # candidate -> its plan
     training_releases: list[str] = []
+    # privacy.mode: synthetic: the copy's 1-way and 2-way TVD against the real training rows.
+    synthetic_report: dict[str, Any] | None = None
 
 
 class DpSgdLedger(BaseModel):
@@ -93,7 +104,12 @@ def check_budget(
     little for this run's releases (``candidates``: the DP-SGD ones, in training mode).
     Returns the source's digest (None for a remote source), which the releases record."""
     digest = source_digest(data.source)
-    planned = [Planned(settings_digest(data.dataset, privacy), privacy.epsilon)] + [
+    first = (
+        Planned(synthetic_settings_digest(data.dataset, privacy), privacy.synthetic.epsilon)
+        if privacy.mode == "synthetic"
+        else Planned(settings_digest(data.dataset, privacy), privacy.epsilon)
+    )
+    planned = [first] + [
         Planned(training_settings_digest(data.dataset, privacy, c, seed), privacy.training.epsilon)
         for c in candidates
     ]
@@ -199,6 +215,83 @@ def preprocess_private(
         statement=privacy_statement(entry.release, reused=reused),
     )
     return ref, summary, entry.release
+
+
+@task(name="synthesize", cache_policy=NO_CACHE, persist_result=False)
+def synthesize_private(
+    train: DataRef,
+    dataset_md5: str,
+    source: str | None,
+    privacy: PrivacyConfig,
+    data: DataConfig,
+    ws: Workspace,
+) -> tuple[DataRef, PrivacySummary]:
+    """The DP synthetic copy of the training rows (SmartNoise MST): the ledger's for these rows
+    and settings, or a new one if the data set's budget allows it. The candidates train on it."""
+    schema, synthetic = data.dataset, privacy.synthetic
+    ledger = ledger_for(privacy, ws)
+    folder = ws.state_dir / "synthetic"
+    real = read_frame(train)
+
+    def measure() -> SyntheticRelease:
+        folder.mkdir(parents=True, exist_ok=True)
+        made = folder / f".mst-{uuid.uuid4().hex}.parquet"
+        try:
+            answer = synthesize(train.path, schema, synthetic, train.rows, made)
+            copy = pd.read_parquet(made).astype(real.dtypes.to_dict())
+        finally:
+            made.unlink(missing_ok=True)
+        ref = write_frame_addressed(copy[list(real.columns)], folder, "train-synthetic")
+        return SyntheticRelease(
+            synthesizer="MST (smartnoise-synth)",
+            epsilon=synthetic.epsilon,
+            delta=synthetic.delta,
+            bins=synthetic.bins,
+            rows=ref.rows,
+            seconds=float(answer["seconds"]),
+            file=str(ref.path),
+            md5=ref.md5,
+        )
+
+    settings = synthetic_settings_digest(schema, privacy)
+    entry, reused, spent_before = ledger.release(
+        dataset=schema.name,
+        dataset_md5=dataset_md5,
+        source_digest=source,
+        missing=data.missing,
+        settings=settings,
+        key=release_key(train.md5, settings),
+        cfg=privacy,
+        what=f"train-tabular synthetic copy of {schema.name} ({train.rows:,} training rows)",
+        measure=measure,
+        spend=Spend(synthetic.epsilon, synthetic.delta, "zcdp"),
+    )
+    release = entry.synthetic
+    assert release is not None  # the key is a synthetic release's
+    path = Path(release.file)
+    if not path.is_file() or file_digest(path) != release.md5:
+        raise PrivacyLedgerError(
+            f"the synthetic copy of release {entry.release_id} ({path}) is missing or changed; "
+            "restore it, or set privacy.release=<new label> to make (and spend ε on) a new one"
+        )
+    copy = DataRef(path=path, md5=release.md5, rows=release.rows)
+    spent_now = 0.0 if reused else entry.epsilon
+    summary = PrivacySummary(
+        mode=privacy.mode,
+        accounting="zcdp",
+        epsilon_spent=spent_now,
+        release_epsilon=entry.epsilon,
+        delta=entry.delta,
+        budget=privacy.budget,
+        budget_remaining=max(privacy.budget - spent_before - spent_now, 0.0),
+        dataset_md5=dataset_md5,
+        release_id=entry.release_id,
+        reused=reused,
+        ledger=str(ledger.path),
+        statement=synthetic_statement(release, reused=reused),
+        synthetic_report=marginal_report(real, read_frame(copy), schema, release.bins),
+    )
+    return copy, summary
 
 
 def privacy_off(privacy: PrivacyConfig, dataset_md5: str, ws: Workspace) -> PrivacySummary:

@@ -420,6 +420,19 @@ class DpTrainingConfig(Frozen):
     accountant: Literal["prv", "rdp"] = "prv"
 
 
+class SyntheticConfig(Frozen):
+    """SmartNoise's MST synthesizer in ``privacy.mode: synthetic``: one (ε, δ)-DP synthetic copy
+    of the training split, on which every candidate trains. It runs in its own environment
+    (``make synth``: smartnoise-synth cannot share the project's opendp, pandas and Opacus)."""
+
+    epsilon: float = Field(default=1.0, gt=0)
+    delta: float = Field(default=1e-9, gt=0, lt=1)  # below 1/n (checked on the rows)
+    bins: int = Field(default=16, ge=2)  # each numeric column, cut on its public bounds
+    # The environment's interpreter; null: $TRUSTFLOW_SYNTH_PYTHON, else .venv-synth next to
+    # this environment.
+    python: str | None = None
+
+
 class PrivacyConfig(Frozen):
     """Differentially private preprocessing (OpenDP) and the privacy budget it spends.
 
@@ -427,12 +440,14 @@ class PrivacyConfig(Frozen):
     variances within the schema's public bounds, category counts) under differential privacy.
     Only those statistics are protected: the models themselves train on the raw rows and are not
     differentially private. ``mode: training`` also trains every candidate by DP-SGD
-    (``training``), so the released pipeline is DP. ``epsilon`` is the preprocessing release's
+    (``training``), so the released pipeline is DP. ``mode: synthetic`` trains every candidate
+    on a DP synthetic copy of the training split (``synthetic``) instead of the real rows.
+    ``epsilon`` is the preprocessing release's
     ε, split evenly over its statistics; ``budget`` is the total ε the ledger allows per data set
     version (its md5).
     """
 
-    mode: Literal["off", "preprocessing", "training"] = "off"
+    mode: Literal["off", "preprocessing", "training", "synthetic"] = "off"
     epsilon: float = Field(default=1.0, gt=0)
     # pure: Laplace noise, ε-DP (delta must be 0). zcdp: Gaussian noise, ρ-zCDP composed over the
     # statistics and reported as (ε, δ)-DP with this delta.
@@ -455,6 +470,7 @@ class PrivacyConfig(Frozen):
     # its .json numbers next to it are logged too.
     utility_report: str | None = None
     training: DpTrainingConfig = Field(default_factory=DpTrainingConfig)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
     @model_validator(mode="after")
     def _delta_matches_accounting(self) -> PrivacyConfig:
@@ -559,6 +575,12 @@ class TabularConfig(Frozen):
                     + " trains only with privacy.mode: training (DP-SGD), not "
                     + f"{privacy.mode!r}"
                 )
+        if privacy.mode == "synthetic" and privacy.synthetic.epsilon > privacy.budget + 1e-9:
+            raise ValueError(
+                f"privacy.budget = {privacy.budget:g} is too small for the synthetic copy "
+                f"(privacy.synthetic.epsilon = {privacy.synthetic.epsilon:g})"
+            )
+        if privacy.mode != "training":
             return self
         never = [c for c in self.train.candidates if c.model_kind.dp_sgd == "never"]
         if never:

@@ -64,3 +64,8 @@ class PromotionConflict(TrustflowError):
 
 class AnnounceError(TrustflowError):
     """A champion change could not be announced (the alias has moved all the same)."""
+
+
+class SynthesizerError(TrustflowError):
+    """The synthetic-data synthesizer (SmartNoise MST, in its own environment) failed; nothing
+    was recorded or spent."""

@@ -281,6 +281,13 @@ def _log_privacy(
         }
     )
     mlflow.log_dict(privacy.model_dump(mode="json"), "privacy/summary.json")
+    if privacy.synthetic_report is not None:  # the copy against the real rows, per column
+        report = privacy.synthetic_report
+        mlflow.log_dict(report, "privacy/synthetic_marginals.json")
+        mlflow.log_metrics(
+            {f"privacy.synthetic.tvd.{name}": tvd for name, tvd in report["one_way_tvd"].items()}
+            | {"privacy.synthetic.tvd_max": max(report["one_way_tvd"].values())}
+        )
     if release is not None:
         mlflow.log_dict(release.model_dump(mode="json"), "privacy/release.json")
     if utility_report is not None:

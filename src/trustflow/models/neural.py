@@ -85,6 +85,7 @@ def _quiet_lightning() -> None:
     # randomness instead), and a hook note about inputs that need no gradient.
     warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
     warnings.filterwarnings("ignore", message=".*Full backward hook is firing.*")
+    warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
 
 
 # Also once on import, in the thread that imports (the flow's, before any task runs). Called only

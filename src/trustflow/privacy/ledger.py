@@ -35,6 +35,9 @@ from trustflow.errors import PrivacyBudgetExceeded, PrivacyLedgerError
 from trustflow.failpoints import failpoint
 from trustflow.privacy.dpsgd import DpSgdPlan
 from trustflow.privacy.mechanisms import PrivateRelease
+from trustflow.privacy.synthetic import SyntheticRelease
+
+Measured = PrivateRelease | DpSgdPlan | SyntheticRelease
 
 LEDGER_FORMAT = 1
 TOLERANCE = 1e-9  # float slack when comparing sums of ε against the budget
@@ -56,9 +59,11 @@ class LedgerEntry(BaseModel):
     who: str
     what: str
     when: str
-    # One of: the preprocessing statistics (reusable), or a DP-SGD training plan (a model).
+    # One of: the preprocessing statistics (reusable), a DP-SGD training plan (a model), or a
+    # synthetic copy of the training rows (reusable while its file is kept).
     release: PrivateRelease | None = None
     training: DpSgdPlan | None = None
+    synthetic: SyntheticRelease | None = None
 
 
 class Spend(NamedTuple):
@@ -87,10 +92,25 @@ def settings_digest(schema: DatasetSchema, cfg: PrivacyConfig) -> str:
     """What, besides the rows, decides a release: the privacy settings and the public schema
     (bounds, categories). The budget and the ledger's location do not."""
     settings = cfg.model_dump(
-        mode="json", exclude={"ledger", "budget", "mode", "utility_report", "training"}
+        mode="json",
+        exclude={"ledger", "budget", "mode", "utility_report", "training", "synthetic"},
     )
     text = json.dumps(
         {"privacy": settings, "schema": schema.model_dump(mode="json")}, sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def synthetic_settings_digest(schema: DatasetSchema, cfg: PrivacyConfig) -> str:
+    """What decides a synthetic copy besides the rows: the synthesizer's settings (not where its
+    environment is), the release label and the public schema."""
+    text = json.dumps(
+        {
+            "synthetic": cfg.synthetic.model_dump(mode="json", exclude={"python"}),
+            "release": cfg.release,
+            "schema": schema.model_dump(mode="json"),
+        },
+        sort_keys=True,
     )
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -234,7 +254,7 @@ class PrivacyLedger:
         key: str,
         cfg: PrivacyConfig,
         what: str,
-        measure: Callable[[], PrivateRelease | DpSgdPlan],
+        measure: Callable[[], Measured],
         spend: Spend | None = None,
     ) -> tuple[LedgerEntry, bool, float]:
         """The release for ``key``: the recorded one (reused, nothing spent) or a new one
@@ -267,6 +287,7 @@ class PrivacyLedger:
                 when=datetime.now(UTC).isoformat(timespec="seconds"),
                 release=measured if isinstance(measured, PrivateRelease) else None,
                 training=measured if isinstance(measured, DpSgdPlan) else None,
+                synthetic=measured if isinstance(measured, SyntheticRelease) else None,
             )
             failpoint("ledger.measured")
             ledger.entries.append(entry)
