@@ -87,7 +87,7 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-benchmark: $(STAMP) ## measure overhead, fairness, privacy-utility, networks, transfer, ONNX latency, serving, encryption
+benchmark: $(STAMP) $(SYNTH)/.installed ## measure overhead, fairness, privacy-utility, networks, transfer, ONNX latency, serving, encryption
 	$(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/prefect_overhead.py
 	$(BIN)/python benchmarks/fairness.py

@@ -1,15 +1,23 @@
-"""Privacy against utility: the default candidates trained on DP preprocessing at several ε.
+"""Privacy against utility, in each privacy mode, at several ε, with the non-private baseline
+measured in the same run, on the bundled Adult data.
 
-For each split seed and each ε in {0.1, 0.5, 1, 2, 8} (pure ε-DP, a fresh OpenDP release each
-time) and with privacy off, it fits the shared preprocessor, trains the candidates that use it
-(logistic regression and gradient boosting; the EBM bins raw features and the ThresholdOptimizer
-follows hgb, so neither depends on these statistics), and scores the test split. Prints ROC AUC
-and accuracy per ε (mean ± sd over seeds), the champion's accuracy gap to `off` (target at ε = 1:
-within 0.5 points), and the time DP preprocessing takes against the exact fit measured in the
-same run (target: adds <= 2 s). Writes a plot and the numbers to --out; a pipeline run logs them
-to MLflow with `--set privacy.utility_report=<out>/privacy_utility.png`.
+- preprocessing: the shared preprocessor's statistics from a pure ε-DP OpenDP release; the
+  candidates that use them (logistic regression, gradient boosting) train on the real rows.
+  Target at ε = 1: the champion's accuracy within 0.5 points of `off`; the DP fit adds <= 2 s.
+- training: the default candidates of `privacy.mode: training` (the DP logistic regression and
+  the MLP) trained by DP-SGD at ε (δ = 1e-5), on the exact preprocessing so that the comparison
+  isolates DP-SGD; `off` is the same networks without DP. Target at ε = 1: within 2 accuracy
+  points of `off`.
+- synthetic: logistic regression and gradient boosting trained on an MST synthetic copy of the
+  training split at ε (δ = 1e-9; .venv-synth, `make synth`); `off` trains them on the real rows.
+  Target at ε = 1: ROC AUC within 4 points of `off`.
 
-    .venv/bin/python benchmarks/privacy_utility.py [--seeds 3] [--out benchmarks/out]
+Prints ROC AUC, accuracy and fit seconds per mode and ε (mean ± sd over split seeds), each
+target's verdict, and writes a plot and the numbers to --out; a pipeline run logs them to MLflow
+with `--set privacy.utility_report=<out>/privacy_utility.png`.
+
+    .venv/bin/python benchmarks/privacy_utility.py [--modes preprocessing,training,synthetic]
+        [--epsilons 0.5,1,2,4,8] [--seeds 1] [--out benchmarks/out]
 """
 
 from __future__ import annotations
@@ -17,117 +25,217 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
 
 import tasks  # noqa: F401  (no-telemetry environment first)
-from trustflow.config import PrivacyConfig, TabularConfig
+from trustflow.config import PrivacyConfig, SyntheticConfig, TabularConfig
 from trustflow.data.sources import load_source
-from trustflow.data.split import split_frame
+from trustflow.data.split import Splits, split_frame
 from trustflow.data.validate import validate_frame
 from trustflow.evaluate import evaluate_model
-from trustflow.models.candidates import train_candidate
+from trustflow.models.candidates import train_candidate, train_network
 from trustflow.models.preprocess import features_and_target, fit_preprocessor
+from trustflow.privacy.dpsgd import plan_dp_sgd
 from trustflow.privacy.mechanisms import private_preprocessor, release_statistics
+from trustflow.privacy.synthetic import synthesize
 
-EPSILONS: tuple[float | None, ...] = (0.1, 0.5, 1.0, 2.0, 8.0, None)  # None: privacy off
 SEEDS = (42, 7, 11, 3, 5)
+# The default candidates that use the shared preprocessing (the EBM bins raw features, and the
+# ThresholdOptimizer follows hgb).
+SHARED = ("logistic_regression", "hist_gradient_boosting")
+MODES = ("preprocessing", "training", "synthetic")
+# mode -> (metric, largest loss in points at ε = 1, against `off`)
+TARGETS = {"preprocessing": ("accuracy", 0.5), "training": ("accuracy", 2.0),
+           "synthetic": ("roc_auc", 4.0)}  # fmt: skip
+
+Scores = dict[str, dict[str, dict[str, list[float]]]]  # eps -> candidate -> metric -> per seed
 
 
-def label(epsilon: float | None) -> str:
-    return "off" if epsilon is None else f"{epsilon:g}"
+def scored(model: Any, splits: Splits, schema: Any, seconds: float) -> dict[str, float]:
+    test_x, test_y = features_and_target(splits.test, schema)
+    metrics = evaluate_model(model, test_x, test_y, schema.target_labels).metrics
+    return {"roc_auc": metrics.roc_auc, "accuracy": metrics.accuracy, "fit_seconds": seconds}
+
+
+def timed(fit: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.perf_counter()
+    model = fit()
+    return model, time.perf_counter() - started
+
+
+def preprocessing(splits: Splits, epsilon: float | None, seed: int) -> dict[str, dict]:
+    base = TabularConfig()
+    schema = base.data.dataset
+    candidates = [c for c in base.train.candidates if c.kind in SHARED]
+    if epsilon is None:
+        preprocessor, preprocess_seconds = timed(lambda: fit_preprocessor(splits.train, schema))
+    else:
+        cfg = PrivacyConfig(mode="preprocessing", epsilon=epsilon, budget=epsilon)
+        preprocessor, preprocess_seconds = timed(
+            lambda: private_preprocessor(schema, release_statistics(splits.train, schema, cfg))
+        )
+    features, target = features_and_target(splits.train, schema)
+    out = {}
+    for c in candidates:
+        model, seconds = timed(lambda c=c: train_candidate(preprocessor, features, target, c, seed))
+        out[c.name] = scored(model, splits, schema, seconds)
+        out[c.name]["preprocess_seconds"] = preprocess_seconds
+    return out
+
+
+def training(splits: Splits, epsilon: float | None, seed: int) -> dict[str, dict]:
+    config = TabularConfig.model_validate({"privacy": {"mode": "training"}})
+    schema, dp = config.data.dataset, config.privacy.training
+    preprocessor = fit_preprocessor(splits.train, schema)
+    train, valid = (features_and_target(s, schema) for s in (splits.train, splits.valid))
+    out = {}
+    for c in config.candidates:
+        params = c.model_kind.validate(c.params).model_dump()
+        if c.model_kind.architecture == "mlp":  # DP-SGD's MLP has no periodic embeddings;
+            c = c.model_copy(update={"params": {**c.params, "numeric": 0}})  # nor has `off`'s
+        plan = None
+        if epsilon is not None:
+            plan = plan_dp_sgd(
+                rows=len(train[1]), batch_size=params["batch_size"], epochs=params["max_epochs"],
+                epsilon=epsilon, delta=dp.delta, max_grad_norm=dp.max_grad_norm,
+                accountant=dp.accountant,
+            )  # fmt: skip
+        started = time.perf_counter()
+        model = train_network(preprocessor, train, valid, c, seed, "cpu", dp=plan)
+        seconds = time.perf_counter() - started
+        out[c.name] = scored(model, splits, schema, seconds)
+    return out
+
+
+def synthetic(splits: Splits, epsilon: float | None, seed: int) -> dict[str, dict]:
+    base = TabularConfig()
+    schema = base.data.dataset
+    candidates = [c for c in base.train.candidates if c.kind in SHARED]
+    train = splits.train
+    started = time.perf_counter()
+    if epsilon is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            real, made = Path(tmp) / "train.parquet", Path(tmp) / "copy.parquet"
+            splits.train.to_parquet(real, index=False)
+            synthesize(real, schema, SyntheticConfig(epsilon=epsilon), len(splits.train), made)
+            train = pd.read_parquet(made).astype(splits.train.dtypes.to_dict())
+    made_seconds = time.perf_counter() - started
+    preprocessor = fit_preprocessor(train, schema)
+    features, target = features_and_target(train, schema)
+    out = {}
+    for c in candidates:
+        model, seconds = timed(lambda c=c: train_candidate(preprocessor, features, target, c, seed))
+        out[c.name] = scored(model, splits, schema, seconds + made_seconds)
+    return out
+
+
+SERIES: dict[str, Callable[[Splits, float | None, int], dict[str, dict]]] = {
+    "preprocessing": preprocessing,
+    "training": training,
+    "synthetic": synthetic,
+}
+
+
+def mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.4f} ± {sd:.4f}"
+
+
+def report(mode: str, scores: Scores) -> None:
+    names = list(scores["off"])
+    print(f"\n{mode}: test metrics, mean ± sd over split seeds; fit seconds")
+    for eps, cells in scores.items():
+        row = "  ".join(
+            f"{n} AUC {mean_sd(cells[n]['roc_auc'])} acc {mean_sd(cells[n]['accuracy'])} "
+            f"{statistics.fmean(cells[n]['fit_seconds']):.1f}s"
+            for n in names
+        )
+        print(f"  ε = {eps:>4}: {row}")
+    metric, allowed = TARGETS[mode]
+    if "1" not in scores:
+        return
+    # The candidate that is best without privacy is the one the target is about.
+    best = max(names, key=lambda n: statistics.fmean(scores["off"][n]["roc_auc"]))
+    loss = 100 * (
+        statistics.fmean(scores["off"][best][metric]) - statistics.fmean(scores["1"][best][metric])
+    )
+    verdict = "met" if loss <= allowed else "NOT met"
+    print(f"  target at ε = 1 ({best}): {metric} {loss:+.2f} points below off "
+          f"(allowed {allowed:g}): {verdict}")  # fmt: skip
+    if mode == "preprocessing":
+        exact = statistics.median(scores["off"][best]["preprocess_seconds"])
+        private = statistics.median(
+            v for e in scores if e != "off" for v in scores[e][best]["preprocess_seconds"]
+        )
+        print(f"  preprocessing fit: exact {exact:.3f} s, DP {private:.3f} s (median): adds "
+              f"{private - exact:+.3f} s (target <= 2 s: "
+              f"{'met' if private - exact <= 2 else 'NOT met'})")  # fmt: skip
+
+
+def plot(results: dict[str, Scores], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * len(results), 6.4), dpi=100)
+    axes = np.atleast_2d(fig.subplots(2, len(results), squeeze=False))
+    for column, (mode, scores) in enumerate(results.items()):
+        epsilons = [e for e in scores if e != "off"]
+        xs = [float(e) for e in epsilons]
+        for row, metric in enumerate(("roc_auc", "accuracy")):
+            ax = axes[row][column]
+            for index, name in enumerate(scores["off"]):
+                means = [statistics.fmean(scores[e][name][metric]) for e in epsilons]
+                sds = [statistics.pstdev(scores[e][name][metric]) for e in epsilons]
+                ax.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=name,
+                            color=f"C{index}")  # fmt: skip
+                ax.axhline(statistics.fmean(scores["off"][name][metric]), color=f"C{index}",
+                           linestyle="--", linewidth=0.8)  # fmt: skip
+            ax.set(xscale="log", xlabel=f"ε ({mode})", ylabel=metric,
+                   title=f"{mode}: test {metric} (dashed: off)")  # fmt: skip
+            ax.grid(linewidth=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, format="png", metadata={"Software": None})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3, choices=range(1, len(SEEDS) + 1))
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--epsilons", default="0.5,1,2,4,8")
+    parser.add_argument("--seeds", type=int, default=1, choices=range(1, len(SEEDS) + 1))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     args = parser.parse_args()
-    base = TabularConfig()
-    schema = base.data.dataset
-    shared = ("logistic_regression", "hist_gradient_boosting")  # the kinds that use it
-    candidates = [c for c in base.train.candidates if c.kind in shared]
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        parser.error(f"unknown modes {unknown}; known: {', '.join(MODES)}")
+    epsilons: list[float | None] = [None, *(float(e) for e in args.epsilons.split(","))]
+    schema = TabularConfig().data.dataset
     frame, _ = validate_frame(load_source("bundled:adult").frame, schema, "drop", "bundled")
-    # scores[eps][candidate][metric] -> one value per seed
-    scores: dict[str, dict[str, dict[str, list[float]]]] = {}
-    exact_s, private_s = [], []
+    results: dict[str, Scores] = {mode: {} for mode in modes}
     for seed in SEEDS[: args.seeds]:
-        config = TabularConfig.model_validate({"split": {"seed": seed}, "train": {"seed": seed}})
+        config = TabularConfig.model_validate({"split": {"seed": seed}})
         splits = split_frame(frame, schema.target.column, config.split)
-        features, target = features_and_target(splits.train, schema)
-        test_x, test_y = features_and_target(splits.test, schema)
-        for epsilon in EPSILONS:
-            started = time.perf_counter()
-            if epsilon is None:
-                preprocessor = fit_preprocessor(splits.train, schema)
-                exact_s.append(time.perf_counter() - started)
-            else:
-                cfg = PrivacyConfig(mode="preprocessing", epsilon=epsilon, budget=epsilon)
-                preprocessor = private_preprocessor(
-                    schema, release_statistics(splits.train, schema, cfg)
-                )
-                private_s.append(time.perf_counter() - started)
-            for candidate in candidates:
-                model = train_candidate(preprocessor, features, target, candidate, seed)
-                metrics = evaluate_model(model, test_x, test_y, schema.target_labels).metrics
-                cell = scores.setdefault(label(epsilon), {}).setdefault(candidate.name, {})
-                cell.setdefault("roc_auc", []).append(metrics.roc_auc)
-                cell.setdefault("accuracy", []).append(metrics.accuracy)
-        print(f"split seed {seed}: done", flush=True)
-
-    def mean_sd(values: list[float]) -> str:
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.fmean(values):.4f} ± {sd:.4f}"
-
-    names = [c.name for c in candidates]
-    print(f"\ntest metrics, mean ± sd over {args.seeds} split seeds (pure ε-DP preprocessing)")
-    print(f"{'epsilon':>8} " + " ".join(f"{n + ' ' + m:>22}" for n in names
-                                         for m in ("roc_auc", "accuracy")))  # fmt: skip
-    for eps in scores:
-        cells = [mean_sd(scores[eps][n][m]) for n in names for m in ("roc_auc", "accuracy")]
-        print(f"{eps:>8} " + " ".join(f"{c:>22}" for c in cells))
-
-    # The champion is the candidate with the best ROC AUC with privacy off.
-    champion = max(names, key=lambda n: statistics.fmean(scores["off"][n]["roc_auc"]))
-    off = statistics.fmean(scores["off"][champion]["accuracy"])
-    print(f"\nchampion ({champion}) accuracy gap to off, in points:")
-    for eps in scores:
-        gap = 100 * (statistics.fmean(scores[eps][champion]["accuracy"]) - off)
-        target = "  (target at ε = 1: within 0.5)" if eps == "1" else ""
-        verdict = (" ok" if abs(gap) <= 0.5 else " MISSED") if eps == "1" else ""
-        print(f"  ε = {eps:>4}: {gap:+.2f}{target}{verdict}")
-    exact, private = statistics.median(exact_s), statistics.median(private_s)
-    print(f"\npreprocessing fit on {len(features):,} training rows: exact {exact:.3f} s, "
-          f"DP {private:.3f} s (median): adds {private - exact:+.3f} s, ratio "
-          f"{private / exact:.2f}; target adds <= 2 s: "
-          f"{'ok' if private - exact <= 2 else 'MISSED'}")  # fmt: skip
-
+        for mode in modes:
+            for epsilon in epsilons:
+                eps = "off" if epsilon is None else f"{epsilon:g}"
+                for name, cell in SERIES[mode](splits, epsilon, seed).items():
+                    into = results[mode].setdefault(eps, {}).setdefault(name, {})
+                    for metric, value in cell.items():
+                        into.setdefault(metric, []).append(value)
+                print(f"seed {seed}, {mode}, ε = {eps}: done", flush=True)
+    for mode in modes:
+        report(mode, results[mode])
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "privacy_utility.json").write_text(json.dumps(scores, indent=2))
-    plot(scores, names, args.out / "privacy_utility.png")
+    (args.out / "privacy_utility.json").write_text(json.dumps(results, indent=2))
+    plot(results, args.out / "privacy_utility.png")
     print(f"wrote {args.out / 'privacy_utility.png'} and {args.out / 'privacy_utility.json'}")
-
-
-def plot(scores: dict, names: list[str], path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 3.6), dpi=100)
-    axes = fig.subplots(1, 2)
-    epsilons = [e for e in scores if e != "off"]
-    xs = [float(e) for e in epsilons]
-    for ax, metric in zip(axes, ("roc_auc", "accuracy"), strict=True):
-        for index, name in enumerate(names):
-            means = [statistics.fmean(scores[e][name][metric]) for e in epsilons]
-            sds = [statistics.pstdev(scores[e][name][metric]) for e in epsilons]
-            ax.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=name, color=f"C{index}")
-            ax.axhline(statistics.fmean(scores["off"][name][metric]), color=f"C{index}",
-                       linestyle="--", linewidth=0.8)  # fmt: skip
-        ax.set(xscale="log", xlabel="ε (preprocessing only)", ylabel=metric,
-               title=f"test {metric} (dashed: privacy off)")  # fmt: skip
-        ax.grid(linewidth=0.3)
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, format="png", metadata={"Software": None})
 
 
 if __name__ == "__main__":
