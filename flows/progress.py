@@ -98,7 +98,7 @@ def describe_synthetic_copy(result: Any) -> str:
     spent = "reused (ε 0 spent)" if summary.reused else f"ε {summary.epsilon_spent:g} spent"
     worst = max(summary.synthetic_report["one_way_tvd"].values())
     return (
-        f"synthetic copy {summary.release_id[:8]} ({result[0].rows:,} rows, MST) {spent}, "
+        f"synthetic copy {summary.release_id[:8]} ({result[0].rows:,} rows) {spent}, "
         f"1-way TVD <= {worst:.3f}, {summary.budget_remaining:g} of {summary.budget:g} left"
     )
 

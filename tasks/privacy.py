@@ -243,7 +243,7 @@ def synthesize_private(
             made.unlink(missing_ok=True)
         ref = write_frame_addressed(copy[list(real.columns)], folder, "train-synthetic")
         return SyntheticRelease(
-            synthesizer="MST (smartnoise-synth)",
+            synthesizer=f"{synthetic.synthesizer.upper()} (smartnoise-synth)",
             epsilon=synthetic.epsilon,
             delta=synthetic.delta,
             bins=synthetic.bins,

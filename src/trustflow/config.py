@@ -425,9 +425,16 @@ class SyntheticConfig(Frozen):
     of the training split, on which every candidate trains. It runs in its own environment
     (``make synth``: smartnoise-synth cannot share the project's opendp, pandas and Opacus)."""
 
+    # mst: Maximum Spanning Tree (McKenna et al., 2021), minutes on Adult. aim: Adaptive and
+    # Iterative Mechanism (McKenna et al., 2022), often better, much slower (it did not finish
+    # Adult in 300 s here): give it a time budget.
+    synthesizer: Literal["mst", "aim"] = "mst"
     epsilon: float = Field(default=1.0, gt=0)
     delta: float = Field(default=1e-9, gt=0, lt=1)  # below 1/n (checked on the rows)
     bins: int = Field(default=16, ge=2)  # each numeric column, cut on its public bounds
+    # Past this the synthesizer is stopped and nothing is recorded or spent (its noise was never
+    # released).
+    max_seconds: float = Field(default=900, gt=0)
     # The environment's interpreter; null: $TRUSTFLOW_SYNTH_PYTHON, else .venv-synth next to
     # this environment.
     python: str | None = None

@@ -97,11 +97,12 @@ def test_without_its_environment_the_run_stops_before_reading_data(capsys, sourc
     assert not (tmp_path / "data").exists()
 
 
-def test_columns_the_model_holds_independent_come_out_independent(tmp_path) -> None:
+@pytest.mark.parametrize("synthesizer", ["mst", "aim"])
+def test_columns_the_model_holds_independent_come_out_independent(synthesizer, tmp_path) -> None:
     """smartnoise-synth's own sample() draws with Private-PGM's method="round", which in mbi
     1.1.0 ties every column to the row order: here, of five independent columns, two came out
-    with a dependence (TVD of their joint from the product of their marginals) of 0.70. The
-    worker samples from the model's conditionals instead (0.04)."""
+    with a dependence (TVD of their joint from the product of their marginals) of 0.70 (MST).
+    The worker samples from the model's conditionals instead (0.04)."""
     import itertools
 
     import numpy as np
@@ -121,7 +122,8 @@ def test_columns_the_model_holds_independent_come_out_independent(tmp_path) -> N
     )
     frame.to_parquet(tmp_path / "rows.parquet", index=False)
     out = tmp_path / "copy.parquet"
-    synthesize(tmp_path / "rows.parquet", schema, SyntheticConfig(epsilon=8), 4000, out)
+    cfg = SyntheticConfig(synthesizer=synthesizer, epsilon=8)
+    synthesize(tmp_path / "rows.parquet", schema, cfg, 4000, out)
     copy = pd.read_parquet(out)
 
     def dependence(x: str, y: str) -> float:
@@ -130,3 +132,15 @@ def test_columns_the_model_holds_independent_come_out_independent(tmp_path) -> N
         return float(0.5 * np.abs(joint - product).sum())
 
     assert max(dependence(x, y) for x, y in itertools.combinations(names, 2)) < 0.15
+
+
+def test_a_synthesizer_past_its_time_budget_is_stopped_and_spends_nothing(
+    capsys, source, tmp_path
+) -> None:
+    budget = ("privacy.synthetic.synthesizer=aim", "privacy.synthetic.max_seconds=1")
+    error = fails_in_one_line(capsys, tmp_path, *_args(source, *SYNTHETIC, *budget))
+    assert error.startswith("the AIM synthesizer did not finish within privacy.synthetic.")
+    assert "nothing was recorded or spent" in error
+    ledger = tmp_path / ".trustflow" / "privacy-ledger.json"
+    assert not ledger.exists() or json.loads(ledger.read_text())["entries"] == []
+    assert not list((tmp_path / ".trustflow" / "synthetic").glob("*"))

@@ -106,7 +106,7 @@ def synthetic_settings_digest(schema: DatasetSchema, cfg: PrivacyConfig) -> str:
     environment is), the release label and the public schema."""
     text = json.dumps(
         {
-            "synthetic": cfg.synthetic.model_dump(mode="json", exclude={"python"}),
+            "synthetic": cfg.synthetic.model_dump(mode="json", exclude={"python", "max_seconds"}),
             "release": cfg.release,
             "schema": schema.model_dump(mode="json"),
         },

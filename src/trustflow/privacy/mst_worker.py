@@ -1,4 +1,5 @@
-"""SmartNoise's MST synthesizer, run in its own environment (``.venv-synth``; ``make synth``).
+"""SmartNoise's MST or AIM synthesizer, run in its own environment (``.venv-synth``; ``make
+synth``).
 
 smartnoise-synth pins opendp<0.15, pandas<3 and opacus<0.15, which the project's environment
 cannot hold (opendp 0.16, pandas 3, Opacus 1.6). So this file imports nothing from trustflow:
@@ -6,7 +7,8 @@ cannot hold (opendp 0.16, pandas 3, Opacus 1.6). So this file imports nothing fr
 a Parquet file of synthetic rows and one JSON line on stdout. The ledger stays in the main
 process.
 
-Request: {"input": parquet, "output": parquet, "epsilon": ε, "delta": δ, "rows": n to sample,
+Request: {"input": parquet, "output": parquet, "synthesizer": "mst" | "aim", "epsilon": ε,
+"delta": δ, "rows": n to sample,
 "columns": [{"name", "kind": "categorical", "categories": [...]} |
             {"name", "kind": "numeric", "lower", "upper", "bins"}]}
 
@@ -29,6 +31,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")  # library chatter; the answer is the JSON line
     import numpy as np
     import pandas as pd
+    from snsynth.aim import AIMSynthesizer
     from snsynth.mst import MSTSynthesizer
     from snsynth.transform import BinTransformer, LabelTransformer
     from snsynth.transform.table import TableTransformer
@@ -59,7 +62,8 @@ def main() -> None:
     )
     table.fit(public, epsilon=0.0)
     started = time.perf_counter()
-    synthesizer = MSTSynthesizer(epsilon=request["epsilon"], delta=request["delta"])
+    kind = AIMSynthesizer if request["synthesizer"] == "aim" else MSTSynthesizer
+    synthesizer = kind(epsilon=request["epsilon"], delta=request["delta"])
     synthesizer.fit(frame, transformer=table, preprocessor_eps=0.0)
     # Not synthesizer.sample(): smartnoise-synth 1.0.8 calls Private-PGM's synthetic_data() with
     # its default method="round", which in mbi 1.1.0 assigns each column by rank in row order,
@@ -67,7 +71,8 @@ def main() -> None:
     # occupation) 0.62-0.75 for occupations at 0.06-0.12 in the rows and in the model).
     # method="sample" draws every row from the model's conditionals.
     model = synthesizer.synthesizer.synthetic_data(rows=int(request["rows"]), method="sample")
-    codes = synthesizer.undo_compress_fn(model).df
+    undo = getattr(synthesizer, "undo_compress_fn", None)  # MST compresses rare values; AIM not
+    codes = (undo(model) if undo else model).df
     codes = codes[[f"col{i}" for i in range(len(columns))]]  # its own order is the model's
     rows = table.inverse_transform([tuple(row[1:]) for row in codes.itertuples()])
     seconds = time.perf_counter() - started

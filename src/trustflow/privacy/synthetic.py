@@ -80,8 +80,9 @@ def worker_columns(schema: DatasetSchema, bins: int) -> list[dict[str, Any]]:
 def synthesize(
     train: Path, schema: DatasetSchema, cfg: SyntheticConfig, rows: int, out: Path
 ) -> dict[str, Any]:
-    """Run MST on ``train`` in the synthesizer environment, writing ``rows`` synthetic rows to
-    ``out``; the worker's answer (rows, seconds). Its failure is one line with its last words."""
+    """Run the synthesizer on ``train`` in its environment, writing ``rows`` synthetic rows to
+    ``out``; the worker's answer (rows, seconds). Its failure, or running past
+    ``cfg.max_seconds``, is one line."""
     if not 0 < cfg.delta < 1 / rows:
         raise ConfigError(
             f"privacy.synthetic.delta = {cfg.delta:g} must be below 1/n = {1 / rows:.3g} for "
@@ -89,6 +90,7 @@ def synthesize(
         )
     python = synth_python(cfg)
     request = {
+        "synthesizer": cfg.synthesizer,
         "input": str(train),
         "output": str(out),
         "epsilon": cfg.epsilon,
@@ -98,21 +100,30 @@ def synthesize(
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(request, handle)
+    name = cfg.synthesizer.upper()
     try:
         done = subprocess.run(
             [str(python), str(WORKER), handle.name],
             capture_output=True,
             text=True,
             check=False,
+            timeout=cfg.max_seconds,
             env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"},
         )
+    except subprocess.TimeoutExpired:
+        out.unlink(missing_ok=True)
+        raise SynthesizerError(
+            f"the {name} synthesizer did not finish within privacy.synthetic.max_seconds = "
+            f"{cfg.max_seconds:g} s and was stopped; nothing was recorded or spent (raise it, "
+            "or use synthesizer: mst)"
+        ) from None
     finally:
         Path(handle.name).unlink(missing_ok=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines or not out.exists():
         last = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
         raise SynthesizerError(
-            f"the MST synthesizer ({python}) failed with exit code {done.returncode}: {last}"
+            f"the {name} synthesizer ({python}) failed with exit code {done.returncode}: {last}"
         )
     answer: dict[str, Any] = json.loads(lines[-1])
     return answer
