@@ -115,10 +115,14 @@ def test_a_kill_at_every_stage_and_inside_the_writing_ones_loses_nothing(
 ) -> None:
     ws = tmp_path / "ws"
     ws.mkdir()
+    # The walk's one DP release is fresh, unseedable noise: one draw (seen once in CI) moved
+    # logreg past the equalized-odds limit while hgb failed parity, so no run reached promote.
+    # The walk is about what a kill leaves behind, not that gate.
     args = (
         "--json", "--set", f"data.source=csv:{sample_csv}", *SAMPLE_RUN,
         "--set", "privacy.mode=preprocessing", "--set", f"privacy.epsilon={EPSILON}",
         "--set", f"privacy.budget={BUDGET}",
+        "--set", "fairness.max_equalized_odds_difference=null",
     )  # fmt: skip
     db = ws / "mlflow.db"
     pending: dict[str, list[str]] = {}
