@@ -198,6 +198,8 @@ def plot(results: dict[str, Scores], path: Path) -> None:
                            linestyle="--", linewidth=0.8)  # fmt: skip
             ax.set(xscale="log", xlabel=f"ε ({mode})", ylabel=metric,
                    title=f"{mode}: test {metric} (dashed: off)")  # fmt: skip
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])  # the ε measured, not log decades
+            ax.minorticks_off()
             ax.grid(linewidth=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()
