@@ -5,6 +5,7 @@ ledger is the cache, and it changes between runs."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from trustflow.io import dump_addressed, file_digest, read_frame, write_frame_ad
 from trustflow.privacy.dpsgd import DpSgdPlan, plan_dp_sgd
 from trustflow.privacy.ledger import (
     LedgerEntry,
+    Measured,
     Planned,
     PrivacyLedger,
     Spend,
@@ -179,42 +181,72 @@ def preprocess_private(
             f"privacy.training.delta = {delta:g} must be below 1/n = {1 / train.rows:.3g} for "
             f"n = {train.rows:,} training rows"
         )
-    ledger = ledger_for(privacy, ws)
-    settings = settings_digest(schema, privacy)
-    entry, reused, spent_before = ledger.release(
-        dataset=schema.name,
-        dataset_md5=dataset_md5,
-        source_digest=source,
-        missing=data.missing,
-        settings=settings,
-        key=release_key(train.md5, settings),
-        cfg=privacy,
+    entry, summary = _release_of_rows(
+        train,
+        dataset_md5,
+        source,
+        privacy,
+        data,
+        ws,
+        settings=settings_digest(schema, privacy),
         what=f"train-tabular preprocessing of {schema.name} ({train.rows:,} training rows)",
         measure=lambda: release_statistics(read_frame(train), schema, privacy),
     )
-    spent_now = 0.0 if reused else entry.epsilon
-    total = spent_before + spent_now
     assert entry.release is not None  # the key is the preprocessing release's
     ref = dump_addressed(
         private_preprocessor(schema, entry.release),
         ws.artifacts_dir / "preprocess",
         "dp-preprocessor",
     )
+    statement = privacy_statement(entry.release, reused=summary.reused)
+    return ref, summary.model_copy(update={"statement": statement}), entry.release
+
+
+def _release_of_rows(
+    train: DataRef,
+    dataset_md5: str,
+    source: str | None,
+    privacy: PrivacyConfig,
+    data: DataConfig,
+    ws: Workspace,
+    *,
+    settings: str,
+    what: str,
+    measure: Callable[[], Measured],
+    spend: Spend | None = None,
+) -> tuple[LedgerEntry, PrivacySummary]:
+    """A reusable release of the training rows (the preprocessing statistics, or a synthetic
+    copy): the ledger's for these rows and settings, or a new one if the budget allows it; and
+    the run's privacy summary of it, its statement for the caller to write."""
+    ledger = ledger_for(privacy, ws)
+    entry, reused, spent_before = ledger.release(
+        dataset=data.dataset.name,
+        dataset_md5=dataset_md5,
+        source_digest=source,
+        missing=data.missing,
+        settings=settings,
+        key=release_key(train.md5, settings),
+        cfg=privacy,
+        what=what,
+        measure=measure,
+        spend=spend,
+    )
+    spent_now = 0.0 if reused else entry.epsilon
     summary = PrivacySummary(
         mode=privacy.mode,
-        accounting=privacy.accounting,
+        accounting=entry.accounting,
         epsilon_spent=spent_now,
         release_epsilon=entry.epsilon,
         delta=entry.delta,
         budget=privacy.budget,
-        budget_remaining=max(privacy.budget - total, 0.0),
+        budget_remaining=max(privacy.budget - spent_before - spent_now, 0.0),
         dataset_md5=dataset_md5,
         release_id=entry.release_id,
         reused=reused,
         ledger=str(ledger.path),
-        statement=privacy_statement(entry.release, reused=reused),
+        statement="",
     )
-    return ref, summary, entry.release
+    return entry, summary
 
 
 @task(name="synthesize", cache_policy=NO_CACHE, persist_result=False)
@@ -229,7 +261,6 @@ def synthesize_private(
     """The DP synthetic copy of the training rows (SmartNoise MST): the ledger's for these rows
     and settings, or a new one if the data set's budget allows it. The candidates train on it."""
     schema, synthetic = data.dataset, privacy.synthetic
-    ledger = ledger_for(privacy, ws)
     folder = ws.state_dir / "synthetic"
     real = read_frame(train)
 
@@ -253,15 +284,14 @@ def synthesize_private(
             md5=ref.md5,
         )
 
-    settings = synthetic_settings_digest(schema, privacy)
-    entry, reused, spent_before = ledger.release(
-        dataset=schema.name,
-        dataset_md5=dataset_md5,
-        source_digest=source,
-        missing=data.missing,
-        settings=settings,
-        key=release_key(train.md5, settings),
-        cfg=privacy,
+    entry, summary = _release_of_rows(
+        train,
+        dataset_md5,
+        source,
+        privacy,
+        data,
+        ws,
+        settings=synthetic_settings_digest(schema, privacy),
         what=f"train-tabular synthetic copy of {schema.name} ({train.rows:,} training rows)",
         measure=measure,
         spend=Spend(synthetic.epsilon, synthetic.delta, "zcdp"),
@@ -275,23 +305,12 @@ def synthesize_private(
             "restore it, or set privacy.release=<new label> to make (and spend ε on) a new one"
         )
     copy = DataRef(path=path, md5=release.md5, rows=release.rows)
-    spent_now = 0.0 if reused else entry.epsilon
-    summary = PrivacySummary(
-        mode=privacy.mode,
-        accounting="zcdp",
-        epsilon_spent=spent_now,
-        release_epsilon=entry.epsilon,
-        delta=entry.delta,
-        budget=privacy.budget,
-        budget_remaining=max(privacy.budget - spent_before - spent_now, 0.0),
-        dataset_md5=dataset_md5,
-        release_id=entry.release_id,
-        reused=reused,
-        ledger=str(ledger.path),
-        statement=synthetic_statement(release, reused=reused),
-        synthetic_report=marginal_report(real, read_frame(copy), schema, release.bins),
+    return copy, summary.model_copy(
+        update={
+            "statement": synthetic_statement(release, reused=summary.reused),
+            "synthetic_report": marginal_report(real, read_frame(copy), schema, release.bins),
+        }
     )
-    return copy, summary
 
 
 def privacy_off(privacy: PrivacyConfig, dataset_md5: str, ws: Workspace) -> PrivacySummary:
