@@ -352,6 +352,7 @@ def _run_with_server(
     run's interrupt handling."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from flows import engine_db
     from flows.interrupts import Interrupts, RunServer
     from trustflow.errors import TrustflowError
 
@@ -365,7 +366,8 @@ def _run_with_server(
         try:
             if server is not None:
                 try:
-                    api_url = server.start(meanwhile=prepare)
+                    start_server = server.start
+                    api_url = engine_db.prepared(lambda: start_server(meanwhile=prepare))
                 except TrustflowError as exc:
                     return _fail(err, args, exc), None
                 # After Prefect's own exit hooks, which send the run's last logs and events.

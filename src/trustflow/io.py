@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -48,6 +49,28 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def user_cache() -> Path:
+    """trustflow's folder in the user's cache (``$XDG_CACHE_HOME/trustflow``, by default
+    ``~/.cache/trustflow``): things that can be made again, such as empty databases."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "trustflow"
+
+
+def copy_new(source: Path, target: Path) -> bool:
+    """Copy ``source`` to ``target`` unless ``target`` exists; whether it copied. The copy is
+    made beside ``target`` and linked into place, so a file another process has just made there
+    is never replaced."""
+    staging = target.with_name(f".{target.name}.copying-{os.getpid()}")
+    try:
+        shutil.copyfile(source, staging)
+        os.link(staging, target)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def write_frame(frame: pd.DataFrame, target: Path) -> DataRef:

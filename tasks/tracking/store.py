@@ -5,15 +5,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import httpx
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.uri import append_to_uri_path
 
 from trustflow.errors import TrackingUnavailable
+from trustflow.io import atomic_path, user_cache
 from trustflow.workspace import Workspace
 
 
@@ -105,21 +109,48 @@ def sqlite_store_problem(uri: str) -> str | None:
 def create_sqlite_store(ws: Workspace, path: Path) -> None:
     """Make a new SQLite store whole or not at all. MLflow builds its schema in dozens of
     migrations on first use; a full disk or a kill in the middle would leave a half-migrated
-    store that every later run fails on. So the schema is built in a file beside ``path`` and
-    renamed into place only when complete."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    _quiet_loggers()
+    store that every later run fails on. So the store is made in a file beside ``path`` and
+    renamed into place only when complete. It starts as a copy of an empty store kept in the
+    user's cache (the migrations take about 2 s, once per MLflow version); the one place it
+    names, the Default experiment's artifact location, is set to this workspace's."""
     staging = path.with_name(f".{path.name}.creating")  # the workspace lock: one writer
     staging.unlink(missing_ok=True)
+    root = ws.mlflow_artifacts.as_uri()
     try:
-        store = SqlAlchemyStore(  # type: ignore[no-untyped-call]
-            f"sqlite:///{staging}", ws.mlflow_artifacts.as_uri()
-        )
-        store.engine.dispose()
+        template = _store_template()
+        if template is None:
+            _build_store(staging, root)
+        else:
+            shutil.copyfile(template, staging)
+            with contextlib.closing(sqlite3.connect(staging)) as db, db:
+                now = int(time.time() * 1000)
+                db.execute(
+                    "UPDATE experiments SET artifact_location = ?, creation_time = ?, "
+                    "last_update_time = ? WHERE experiment_id = 0",
+                    (append_to_uri_path(root, "0"), now, now),  # type: ignore[no-untyped-call]
+                )
         os.replace(staging, path)
     finally:
         staging.unlink(missing_ok=True)
+
+
+def _build_store(path: Path, artifact_root: str) -> None:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    _quiet_loggers()
+    store = SqlAlchemyStore(f"sqlite:///{path}", artifact_root)  # type: ignore[no-untyped-call]
+    store.engine.dispose()
+
+
+def _store_template() -> Path | None:
+    """The empty store of this MLflow version in the user's cache, made if missing; None when
+    it cannot be made there."""
+    template = user_cache() / f"mlflow-{mlflow.__version__}.db"
+    if not template.is_file():
+        with contextlib.suppress(OSError, sqlite3.Error), atomic_path(template) as staging:
+            staging.unlink()  # (SQLite makes the file)
+            _build_store(staging, (template.parent / "no-artifacts").as_uri())
+    return template if template.is_file() else None
 
 
 def is_server(uri: str) -> bool:
