@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu wheelhouse synth run repro pull test test-fast lint format benchmark benchmark-container serve server server-down mlflow-ui clean
+.PHONY: help install install-gpu wheelhouse deps synth run repro pull test test-fast lint format benchmark benchmark-container serve server server-down mlflow-ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ $(WHEELS)/.complete: $(STAMP)
 	touch $@
 
 wheelhouse: $(WHEELS)/.complete ## download the server's wheels once (offline image builds)
+
+deps: ## everything `make test` needs, the two environments installed side by side (CI)
+	$(MAKE) -j3 $(STAMP) $(SYNTH)/.installed $(WHEELS)/.complete
 
 # onnxruntime-gpu installs the same `onnxruntime` module as onnxruntime, so it replaces it (same
 # version, from constraints.txt; its other dependencies are onnxruntime's). CUDA 13 and cuDNN 9

@@ -78,14 +78,14 @@ def test_the_make_targets_and_cli_options_the_steps_use_exist(path: Path) -> Non
 
 
 def test_ci_yml_runs_what_ci_run_runs() -> None:
-    """One way to run CI: the full job's steps are .ci/run's commands, after the install."""
+    """One way to run CI: the full job's steps are .ci/run's commands."""
     ci_run = [
         line
         for line in (REPO / ".ci" / "run").read_text().splitlines()
         if line and not line.startswith(("#", "set ", "cd "))
     ]
     full = [step["run"] for job, step in run_steps(load(WORKFLOWS / "ci.yml")) if job == "full"]
-    assert [s for s in full if s != "make install"] == ci_run
+    assert full == ci_run
 
 
 def test_the_pre_commit_hook_refuses_a_broken_workflow(tmp_path: Path) -> None:
